@@ -1,0 +1,57 @@
+"""resilient: async resilience patterns for Python services.
+
+Timeouts, retries with jittered backoff and a retry budget, circuit breakers, bulkheads,
+rate limits and fallbacks, composable in a `Pipeline`, usable as decorators, through
+`.call()`, or as `async with` blocks, on asyncio and trio, with OpenTelemetry built in.
+
+Example:
+    ```python
+    from resilient import Pipeline, Retry, Timeout
+
+    policy = Pipeline(Timeout(10), Retry(attempts=3), Timeout(2))
+
+    @policy
+    async def get_user(user_id: int) -> dict: ...
+    ```
+"""
+
+from __future__ import annotations
+
+from resilient._clock import Clock as Clock
+from resilient._clock import MonotonicClock as MonotonicClock
+from resilient._deadline import time_left as time_left
+from resilient._version import __version__ as __version__
+from resilient.exceptions import BulkheadFullError as BulkheadFullError
+from resilient.exceptions import CircuitOpenError as CircuitOpenError
+from resilient.exceptions import LoadShedError as LoadShedError
+from resilient.exceptions import RateLimitedError as RateLimitedError
+from resilient.exceptions import RejectedError as RejectedError
+from resilient.exceptions import ResilienceError as ResilienceError
+from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
+from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
+from resilient.pipeline import Pipeline as Pipeline
+from resilient.timeout import Timeout as Timeout
+
+__all__ = (
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "Clock",
+    "LoadShedError",
+    "MonotonicClock",
+    "Pipeline",
+    "RateLimitedError",
+    "RejectedError",
+    "ResilienceError",
+    "StorageUnavailableError",
+    "Timeout",
+    "TimeoutExceeded",
+    "__version__",
+    "time_left",
+)
+
+# Public names report the public module, not the private one they live in.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("resilient."):
+        _obj.__module__ = "resilient"
+del _name, _obj

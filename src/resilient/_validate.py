@@ -1,0 +1,70 @@
+"""Constructor argument checks: each raises ValueError naming the field and the value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = (
+    "check_bool",
+    "check_name",
+    "check_non_negative",
+    "check_optional_positive",
+    "check_positive",
+    "check_positive_int",
+    "check_ratio",
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_positive(field: str, value: Any) -> float:
+    """A finite number > 0."""
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_optional_positive(field: str, value: Any) -> float | None:
+    """None (off) or a finite number > 0."""
+    return None if value is None else check_positive(field, value)
+
+
+def check_non_negative(field: str, value: Any) -> float:
+    """A finite number >= 0."""
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
+    """A whole number >= minimum."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{field} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def check_ratio(field: str, value: Any, *, allow_zero: bool = True) -> float:
+    """A number in [0, 1] (or (0, 1] when allow_zero is False)."""
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not _is_number(value) or not math.isfinite(value) or not low_ok or value > 1:
+        bounds = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{field} must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def check_bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be True or False, got {value!r}")
+    return value
+
+
+def check_name(value: Any, default: str) -> str:
+    """A policy name: None (use the kind) or a non-empty string."""
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"name must be a non-empty string or None, got {value!r}")
+    return value

@@ -1,0 +1,85 @@
+"""A bucketed sliding time window of event counts, shared by the retry budget and the
+circuit breaker. Pure: every method takes `now`.
+
+The window is split into `buckets` equal buckets and keeps one more, the *edge* bucket, that
+has just slid out of the window. `recent(field)` sums the `buckets` newest buckets: every
+event it counts happened less than `window` ago (it may miss events of the oldest partial
+bucket). `with_edge(field)` adds the edge bucket: it counts at least every event of the last
+`window` seconds (and may count some a little older). A budget that compares a generous count
+of what it spends with a strict count of what it earns can therefore never overspend in any
+trailing window.
+"""
+
+from __future__ import annotations
+
+__all__ = ("RollingCounts",)
+
+
+class RollingCounts:
+    """Counts of several kinds of event over a sliding time window.
+
+    Args:
+        window: the window length in seconds (> 0).
+        fields: how many kinds of event are counted (indexes 0 .. fields-1).
+        buckets: how many buckets the window is split into (>= 1).
+    """
+
+    __slots__ = ("_current", "_head", "_inv_width", "_n", "_recent", "_slots", "window")
+
+    def __init__(self, window: float, fields: int, buckets: int = 10) -> None:
+        if not window > 0:
+            raise ValueError(f"window must be > 0 seconds, got {window!r}")
+        if buckets < 1:
+            raise ValueError(f"buckets must be >= 1, got {buckets!r}")
+        self.window = window
+        self._n = buckets
+        self._inv_width = buckets / window
+        self._slots = [[0] * fields for _ in range(buckets + 1)]
+        self._recent = [0] * fields
+        self._head = 0
+        self._current: int | None = None
+
+    def _advance(self, now: float) -> list[int]:
+        index = int((now * self._inv_width) // 1)
+        current = self._current
+        if current is None or index - current > self._n:
+            for slot in self._slots:
+                slot[:] = [0] * len(slot)
+            self._recent[:] = [0] * len(self._recent)
+            self._current = index
+        elif index > current:
+            slots, recent, size = self._slots, self._recent, self._n + 1
+            head = self._head
+            for _ in range(index - current):
+                # The oldest bucket of the window becomes the edge bucket...
+                leaving = slots[(head - self._n + 1) % size]
+                for field, count in enumerate(leaving):
+                    recent[field] -= count
+                # ...and the old edge bucket is dropped and reused as the newest.
+                head = (head + 1) % size
+                slot = slots[head]
+                slot[:] = [0] * len(slot)
+            self._head = head
+            self._current = index
+        return self._slots[self._head]
+
+    def add(self, now: float, field: int, count: int = 1) -> None:
+        """Count `count` events of kind `field` at time `now`."""
+        self._advance(now)[field] += count
+        self._recent[field] += count
+
+    def recent(self, now: float, field: int) -> int:
+        """Events of kind `field` in the window's buckets (all within the last `window`)."""
+        self._advance(now)
+        return self._recent[field]
+
+    def with_edge(self, now: float, field: int) -> int:
+        """Events of kind `field` in the window plus the edge bucket (at least every event
+        of the last `window` seconds)."""
+        self._advance(now)
+        edge = self._slots[(self._head + 1) % (self._n + 1)]
+        return self._recent[field] + edge[field]
+
+    def reset(self) -> None:
+        """Forget every event."""
+        self._current = None

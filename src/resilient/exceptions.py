@@ -1,0 +1,107 @@
+"""Every exception resilient raises, in one place.
+
+The hierarchy::
+
+    ResilienceError                     base of everything resilient raises itself
+    ├── RejectedError                   the call did not run; carries .policy and .retry_after
+    │   ├── CircuitOpenError            a circuit breaker is open (or half-open and busy)
+    │   ├── BulkheadFullError           a bulkhead has no free slot and no room to wait
+    │   ├── RateLimitedError            a rate limiter has no permit within max_wait
+    │   └── LoadShedError               load shedding turned the call away
+    ├── TimeoutExceeded                 a Timeout's deadline passed; also a built-in TimeoutError
+    └── StorageUnavailableError         a shared store is down and the policy says "deny"
+
+Catch `RejectedError` to handle every "the call was never attempted" case at once, for
+example to answer 503 with a `Retry-After` header taken from `retry_after`.
+
+Errors raised by the protected call itself are never wrapped: a `Retry` that gives up
+re-raises the call's own last exception, with a note (`BaseException.add_note`) saying why
+it stopped.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "LoadShedError",
+    "RateLimitedError",
+    "RejectedError",
+    "ResilienceError",
+    "StorageUnavailableError",
+    "TimeoutExceeded",
+)
+
+
+class ResilienceError(Exception):
+    """Base class of every exception that resilient raises itself."""
+
+
+class RejectedError(ResilienceError):
+    """A policy turned the call away before it ran.
+
+    Args:
+        policy: the name of the policy that rejected the call (its `name=`, or its kind).
+        retry_after: seconds after which trying again may succeed, or `None` when unknown.
+        message: the human-readable reason.
+
+    `Retry` does not retry a `RejectedError` unless its `on=` names it explicitly: retrying
+    straight into an open breaker or an exhausted limiter only adds load.
+    """
+
+    def __init__(self, message: str, *, policy: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), self.policy, self.retry_after))
+
+
+def _rebuild(
+    cls: type[RejectedError], message: str, policy: str, retry_after: float | None
+) -> RejectedError:
+    return cls(message, policy=policy, retry_after=retry_after)
+
+
+class CircuitOpenError(RejectedError):
+    """Raised by `CircuitBreaker` while it is open, forced open, or half-open with every
+    probe slot taken. `retry_after` says when the next probe will be admitted."""
+
+
+class BulkheadFullError(RejectedError):
+    """Raised by `Bulkhead` when every slot is busy and the queue is full, or when a queued
+    call waited `max_wait` seconds (or up to the enclosing deadline) without getting a slot."""
+
+
+class RateLimitedError(RejectedError):
+    """Raised by `RateLimiter` when no permit is available within `max_wait` (or before the
+    enclosing deadline). `retry_after` is when the permit will be available."""
+
+
+class LoadShedError(RejectedError):
+    """Raised by load shedding when the service is over its concurrency limit."""
+
+
+class TimeoutExceeded(ResilienceError, TimeoutError):
+    """Raised by `Timeout` when its deadline passes before the call finishes.
+
+    It is also a built-in `TimeoutError`, so code that already catches `TimeoutError`
+    keeps working. `timeout` is the policy's limit in seconds.
+    """
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_timeout, (str(self), self.timeout))
+
+
+def _rebuild_timeout(message: str, timeout: float) -> TimeoutExceeded:
+    return TimeoutExceeded(message, timeout=timeout)
+
+
+class StorageUnavailableError(ResilienceError):
+    """A shared store (Redis, for example) could not be reached and the policy was
+    configured with `on_unavailable="deny"`."""

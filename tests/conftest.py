@@ -1,0 +1,96 @@
+"""Shared fixtures: both anyio backends, a fake clock, and in-memory OpenTelemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from resilient.testing import FakeClock
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every `@pytest.mark.anyio` test runs once on asyncio and once on trio."""
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@dataclass
+class Telemetry:
+    """What the policies under test emitted, read back from the OpenTelemetry SDK."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        found = list(self.exporter.get_finished_spans())
+        return [s for s in found if name is None or s.name == name]
+
+    def metric_points(self, metric: str) -> list[tuple[dict[str, Any], float]]:
+        """(attributes, value) for every data point of `metric` collected so far."""
+        data = self.reader.get_metrics_data()
+        points: list[tuple[dict[str, Any], float]] = []
+        if data is None:
+            return points
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for m in scope.metrics:
+                    if m.name != metric:
+                        continue
+                    for point in m.data.data_points:
+                        value = getattr(point, "value", None)
+                        if value is None:
+                            value = point.count  # histogram: the number of recordings
+                        points.append((dict(point.attributes or {}), value))
+        return points
+
+    def metric_total(self, metric: str, **attributes: Any) -> float:
+        return sum(
+            value
+            for attrs, value in self.metric_points(metric)
+            if all(attrs.get(k) == v for k, v in attributes.items())
+        )
+
+
+_PROVIDERS: Telemetry | None = None
+
+
+def _install_sdk() -> Telemetry:
+    # OpenTelemetry's global providers can be set once per process, so the SDK is installed
+    # on first use and shared; each test gets a cleared exporter and fresh metric baselines.
+    global _PROVIDERS
+    if _PROVIDERS is None:
+        exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(tracer_provider)
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        _PROVIDERS = Telemetry(exporter, reader)
+    return _PROVIDERS
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """The OpenTelemetry SDK with in-memory exporters, cleared for this test.
+
+    Metric values are cumulative across the process, so assert on metrics with a fresh
+    policy `name=` per test.
+    """
+    providers = _install_sdk()
+    providers.exporter.clear()
+    yield providers
+    providers.exporter.clear()
