@@ -64,3 +64,18 @@ def schedule(clock: Clock, when: float, callback: Callable[[], object]) -> Timer
         return None
     handle: TimerHandle = call_at(when, callback)
     return handle
+
+
+def cancel_scope_after(clock: Clock, seconds: float) -> anyio.CancelScope:
+    """An anyio cancel scope that is cancelled `seconds` from now on `clock`'s time line.
+
+    For waiting paths (a queued bulkhead call, a rate limiter wait): with the default clock
+    it uses the event loop's deadline; with a clock that schedules timers (FakeClock) the
+    clock cancels it. Check `scope.cancelled_caught` after the `with` block.
+    """
+    if clock is monotonic_clock or isinstance(clock, MonotonicClock):
+        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+    scope = anyio.CancelScope()
+    if schedule(clock, clock.now() + seconds, scope.cancel) is None:
+        scope.deadline = anyio.current_time() + seconds
+    return scope
