@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(VENV)/.dev
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests/typing
 
 docs: $(VENV)/.dev
 	$(BIN)/mkdocs build --strict --site-dir .site

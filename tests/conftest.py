@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -34,30 +34,41 @@ class Telemetry:
 
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    baseline: dict[tuple[str, frozenset[tuple[str, Any]]], float] = field(default_factory=dict)
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         found = list(self.exporter.get_finished_spans())
         return [s for s in found if name is None or s.name == name]
 
-    def metric_points(self, metric: str) -> list[tuple[dict[str, Any], float]]:
-        """(attributes, value) for every data point of `metric` collected so far."""
+    def _collect(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], float]:
         data = self.reader.get_metrics_data()
-        points: list[tuple[dict[str, Any], float]] = []
+        values: dict[tuple[str, frozenset[tuple[str, Any]]], float] = {}
         if data is None:
-            return points
+            return values
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for m in scope.metrics:
-                    if m.name != metric:
-                        continue
                     for point in m.data.data_points:
                         value = getattr(point, "value", None)
                         if value is None:
                             value = point.count  # histogram: the number of recordings
-                        points.append((dict(point.attributes or {}), value))
-        return points
+                        key = (m.name, frozenset((point.attributes or {}).items()))
+                        values[key] = value
+        return values
 
-    def metric_total(self, metric: str, **attributes: Any) -> float:
+    def metric_points(self, metric: str) -> list[tuple[dict[str, Any], float]]:
+        """(attributes, value) of every data point of `metric`, counted since the test began."""
+        return [
+            (dict(attrs), value - self.baseline.get((name, attrs), 0))
+            for (name, attrs), value in self._collect().items()
+            if name == metric
+        ]
+
+    def metric_total(self, metric: str, policy: str | None = None, **attributes: Any) -> float:
+        """Sum of `metric` since the test began over points matching `attributes`
+        (`policy=` is short for the `resilient.policy.name` attribute)."""
+        if policy is not None:
+            attributes["resilient.policy.name"] = policy
         return sum(
             value
             for attrs, value in self.metric_points(metric)
@@ -92,5 +103,6 @@ def telemetry() -> Iterator[Telemetry]:
     """
     providers = _install_sdk()
     providers.exporter.clear()
+    providers.baseline = providers._collect()
     yield providers
     providers.exporter.clear()

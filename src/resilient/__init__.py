@@ -15,8 +15,6 @@ Example:
     ```
 """
 
-from __future__ import annotations
-
 from resilient._clock import Clock as Clock
 from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left

@@ -48,9 +48,7 @@ class _AsyncioScope:
             return False
         # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
         # cancellation meanwhile.
-        return self.task.uncancel() <= self.cancelling and isinstance(
-            error, asyncio.CancelledError
-        )
+        return self.task.uncancel() <= self.cancelling and isinstance(error, asyncio.CancelledError)
 
 
 class _TrioScope:

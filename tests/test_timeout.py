@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+
+from resilient import Pipeline, Timeout, TimeoutExceeded, time_left
+from resilient.telemetry import configure
+from resilient.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def returns(value: int) -> int:
+    return value
+
+
+async def test_call_returns_the_result_before_the_deadline() -> None:
+    assert await Timeout(5).call(returns, 7) == 7
+
+
+async def test_decorated_function_returns_the_result() -> None:
+    @Timeout(5)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert await double(21) == 42
+
+
+async def test_fake_clock_deadline_raises_timeout_exceeded(clock: FakeClock) -> None:
+    timeout = Timeout(1.5, clock=clock)
+    with pytest.raises(TimeoutExceeded) as caught:
+        await timeout.call(clock.sleep, 10)
+    assert caught.value.timeout == 1.5
+    assert "timed out after 1.5s" in str(caught.value)
+    assert isinstance(caught.value, TimeoutError)
+
+
+async def test_real_deadline_cancels_a_real_wait() -> None:
+    with pytest.raises(TimeoutExceeded):
+        await Timeout(0.01).call(anyio.sleep, 30)
+
+
+async def test_async_with_raises_timeout_exceeded(clock: FakeClock) -> None:
+    with pytest.raises(TimeoutExceeded):
+        async with Timeout(1, clock=clock):
+            await clock.sleep(2)
+
+
+async def test_async_with_passes_when_the_block_finishes_in_time(clock: FakeClock) -> None:
+    async with Timeout(1, clock=clock):
+        await clock.sleep(0.5)
+    assert clock.now() == 0.5
+
+
+async def test_fake_clock_advanced_from_another_task_expires_the_timeout(
+    clock: FakeClock,
+) -> None:
+    outcome: list[str] = []
+
+    async def guarded() -> None:
+        try:
+            await Timeout(2, clock=clock).call(anyio.sleep_forever)
+        except TimeoutExceeded:
+            outcome.append("timeout")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(guarded)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.9)
+        await anyio.wait_all_tasks_blocked()
+        assert outcome == []
+        clock.advance(0.2)
+    assert outcome == ["timeout"]
+
+
+async def test_the_inner_timeout_of_two_raises_first(clock: FakeClock) -> None:
+    outer, inner = Timeout(10, clock=clock, name="outer"), Timeout(1, clock=clock, name="inner")
+    with pytest.raises(TimeoutExceeded) as caught:
+        await Pipeline(outer, inner).call(clock.sleep, 5)
+    assert "inner" in str(caught.value)
+
+
+async def test_the_outer_timeout_is_not_mistaken_for_the_inner_one(clock: FakeClock) -> None:
+    outer, inner = Timeout(1, clock=clock, name="outer"), Timeout(10, clock=clock, name="inner")
+    with pytest.raises(TimeoutExceeded) as caught:
+        await Pipeline(outer, inner).call(clock.sleep, 5)
+    assert "outer" in str(caught.value)
+
+
+async def test_real_outer_timeout_is_not_mistaken_for_the_inner_one() -> None:
+    outer, inner = Timeout(0.02, name="outer"), Timeout(30, name="inner")
+    with pytest.raises(TimeoutExceeded) as caught:
+        await Pipeline(outer, inner).call(anyio.sleep, 30)
+    assert "outer" in str(caught.value)
+
+
+async def test_cancellation_from_outside_propagates_as_cancellation() -> None:
+    reached = anyio.Event()
+
+    async def wait_forever() -> None:
+        reached.set()
+        await anyio.sleep_forever()
+
+    with anyio.move_on_after(5) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Timeout(30).call, wait_forever)
+            await reached.wait()
+            tg.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+
+
+async def test_exceptions_from_the_call_pass_through_unchanged() -> None:
+    async def fail() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        await Timeout(5).call(fail)
+
+
+async def test_time_left_is_published_inside_the_call(clock: FakeClock) -> None:
+    seen: list[float | None] = []
+
+    async def look() -> None:
+        seen.append(time_left())
+        await clock.sleep(0.25)
+        seen.append(time_left())
+
+    assert time_left() is None
+    await Timeout(2, clock=clock).call(look)
+    assert seen == [2.0, 1.75]
+    assert time_left() is None
+
+
+async def test_time_left_is_the_nearest_of_nested_deadlines(clock: FakeClock) -> None:
+    seen: list[float | None] = []
+
+    async def look() -> None:
+        seen.append(time_left())
+
+    await Pipeline(Timeout(1, clock=clock), Timeout(5, clock=clock)).call(look)
+    await Pipeline(Timeout(5, clock=clock), Timeout(1, clock=clock)).call(look)
+    assert seen == [1.0, 1.0]
+
+
+async def test_time_left_is_published_inside_async_with(clock: FakeClock) -> None:
+    async with Timeout(3, clock=clock):
+        assert time_left() == 3.0
+    assert time_left() is None
+
+
+async def test_one_timeout_object_serves_concurrent_async_with_blocks(clock: FakeClock) -> None:
+    timeout = Timeout(1, clock=clock)
+    results: list[str] = []
+
+    async def block(duration: float) -> None:
+        try:
+            async with timeout:
+                await anyio.sleep(duration)
+            results.append("done")
+        except TimeoutExceeded:
+            results.append("timeout")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(block, 0)
+    assert results == ["done"] * 50
+
+
+async def test_nested_async_with_on_the_same_object_unwinds_in_order(clock: FakeClock) -> None:
+    timeout = Timeout(2, clock=clock)
+    async with timeout:
+        async with timeout:
+            assert time_left() == 2.0
+        await clock.sleep(1)
+        assert time_left() == 1.0
+    assert time_left() is None
+
+
+async def test_aexit_without_aenter_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+        await Timeout(1).__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, math.inf, math.nan, "1", None, True])
+def test_bad_seconds_is_rejected_naming_the_field(seconds: object) -> None:
+    with pytest.raises(ValueError, match=r"seconds must be .*got"):
+        Timeout(seconds)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", "  ", 3])
+def test_bad_name_is_rejected(name: object) -> None:
+    with pytest.raises(ValueError, match="name must be"):
+        Timeout(1, name=name)  # type: ignore[arg-type]
+
+
+class TestTelemetry:
+    async def test_span_records_success(self, telemetry, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        await Timeout(1, name="t-ok", clock=clock).call(returns, 1)
+        (span,) = telemetry.spans("resilient.timeout")
+        assert span.attributes["resilient.policy.name"] == "t-ok"
+        assert span.attributes["resilient.policy.kind"] == "timeout"
+        assert span.attributes["resilient.outcome"] == "success"
+        assert span.status.is_ok or span.status.status_code.name == "UNSET"
+
+    async def test_span_records_timeout_as_error(self, telemetry, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(TimeoutExceeded):
+            await Timeout(1, name="t-late", clock=clock).call(clock.sleep, 3)
+        (span,) = telemetry.spans("resilient.timeout")
+        assert span.status.status_code.name == "ERROR"
+        assert span.attributes["error.type"] == "TimeoutExceeded"
+        assert span.attributes["resilient.outcome"] == "timeout"
+        assert telemetry.metric_total("resilient.calls", policy="t-late") == 1
+
+    async def test_policy_switch_silences_it(self, telemetry) -> None:  # type: ignore[no-untyped-def]
+        await Timeout(1, name="t-quiet", telemetry=False).call(returns, 1)
+        assert telemetry.spans() == []
+        assert telemetry.metric_total("resilient.calls", policy="t-quiet") == 0
+
+    async def test_global_switch_turns_spans_off(self, telemetry) -> None:  # type: ignore[no-untyped-def]
+        configure(spans=False)
+        try:
+            await Timeout(1, name="t-global").call(returns, 1)
+        finally:
+            configure(spans=True)
+        assert telemetry.spans() == []
+        assert telemetry.metric_total("resilient.calls", policy="t-global") == 1
+
+    async def test_async_with_records_a_span(self, telemetry, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        async with Timeout(1, name="t-cm", clock=clock):
+            pass
+        (span,) = telemetry.spans("resilient.timeout")
+        assert span.attributes["resilient.policy.name"] == "t-cm"

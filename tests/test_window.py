@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resilient._window import RollingCounts
+
+
+def test_events_slide_out_after_the_window() -> None:
+    window = RollingCounts(10.0, fields=2, buckets=10)
+    window.add(0.5, 0)
+    window.add(9.5, 1, 3)
+    assert window.recent(9.9, 0) == 1
+    assert window.recent(9.9, 1) == 3
+    # At t=10 the first bucket [0, 1) left the window but is still the edge bucket.
+    assert window.recent(10.0, 0) == 0
+    assert window.with_edge(10.0, 0) == 1
+    assert window.with_edge(11.0, 0) == 0
+    assert window.recent(30.0, 1) == 0
+
+
+def test_a_long_gap_clears_everything() -> None:
+    window = RollingCounts(1.0, fields=1, buckets=4)
+    window.add(0.0, 0, 5)
+    assert window.with_edge(100.0, 0) == 0
+    window.add(100.0, 0)
+    assert window.recent(100.0, 0) == 1
+
+
+def test_reset_forgets_every_event() -> None:
+    window = RollingCounts(1.0, fields=1)
+    window.add(0.1, 0)
+    window.reset()
+    assert window.with_edge(0.1, 0) == 0
+
+
+@pytest.mark.parametrize(("window", "buckets"), [(0, 10), (-1, 10), (1, 0)])
+def test_bad_configuration_is_rejected(window: float, buckets: int) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        RollingCounts(window, fields=1, buckets=buckets)
+
+
+@given(
+    times=st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=200),
+    window=st.sampled_from([1.0, 2.5, 10.0]),
+    buckets=st.integers(min_value=1, max_value=12),
+)
+def test_recent_never_overcounts_and_with_edge_never_undercounts(
+    times: list[float], window: float, buckets: int
+) -> None:
+    counts = RollingCounts(window, fields=1, buckets=buckets)
+    seen: list[float] = []
+    for now in sorted(times):
+        counts.add(now, 0)
+        seen.append(now)
+        exact = sum(1 for t in seen if now - window < t <= now)
+        assert counts.recent(now, 0) <= exact <= counts.with_edge(now, 0)
