@@ -1,0 +1,66 @@
+"""Group 1, Retry: resilient.Retry against tenacity, stamina and backoff, first call succeeding."""
+
+from __future__ import annotations
+
+from _harness import BARE, Case, Goal, Group, Runner, bare, calls
+
+TENACITY = "tenacity @retry(stop=stop_after_attempt(3))"
+STAMINA = "stamina @retry(on=Exception, attempts=3)"
+BACKOFF = "backoff @on_exception(expo, Exception, max_tries=3)"
+OURS_DECORATOR = "Retry() decorator"
+OURS_CALL = "retry.call(f)"
+
+
+def _tenacity() -> Runner:
+    from tenacity import retry, stop_after_attempt
+
+    return calls(retry(stop=stop_after_attempt(3))(bare))
+
+
+def _stamina() -> Runner:
+    import stamina
+
+    return calls(stamina.retry(on=Exception, attempts=3)(bare))
+
+
+def _backoff() -> Runner:
+    import backoff
+
+    return calls(backoff.on_exception(backoff.expo, Exception, max_tries=3)(bare))
+
+
+def _ours_decorator() -> Runner:
+    from resilient import Retry
+
+    return calls(Retry()(bare))
+
+
+def _ours_call() -> Runner:
+    from resilient import Retry
+
+    retry = Retry()
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await retry.call(bare)
+
+    return run
+
+
+GROUP = Group(
+    key="retry",
+    title="Retry",
+    intro="Three attempts at most, the first one succeeds; every library with its defaults "
+    "otherwise (resilient's `Retry()` keeps its default retry budget, which counts each call).",
+    cases=[
+        Case(BARE, lambda: calls(bare)),
+        Case(TENACITY, _tenacity),
+        Case(STAMINA, _stamina),
+        Case(BACKOFF, _backoff),
+        Case(OURS_DECORATOR, _ours_decorator, ours=True),
+        Case(OURS_CALL, _ours_call, ours=True),
+    ],
+    reference=(BACKOFF,),
+    reference_label="backoff",
+    goals=[Goal(OURS_DECORATOR, (BACKOFF,), 0.25, "Retry decorator <= 0.25x backoff")],
+)

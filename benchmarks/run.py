@@ -1,0 +1,151 @@
+"""Run resilient's benchmarks against the peer libraries and print markdown tables.
+
+Usage (from the repository root; `make bench` installs the peers and runs this):
+
+    python benchmarks/run.py                      # every group, full length (~2-3 minutes)
+    python benchmarks/run.py --quick              # a short run, for smoke tests
+    python benchmarks/run.py --only timeout,retry # some groups only
+    python benchmarks/run.py --write-docs         # also rewrite docs/performance.md
+
+A case whose import fails (a peer not installed, a policy that has not landed yet) is
+skipped and named in the output; the rest of its group still runs. Goals are reported, not
+asserted: the exit status is non-zero only when something broke (the throughput hang check,
+a crashed group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from _harness import GoalResult, GroupResult, Settings, format_met, format_ratio, markdown_table
+
+# Order of the report. Each module has either GROUP (a standard `_harness.Group`) or a
+# `run(settings) -> GroupResult` of its own (subprocesses, throughput).
+GROUPS: dict[str, str] = {
+    "retry": "group_retry",
+    "timeout": "group_timeout",
+    "telemetry": "group_telemetry",
+    "circuit_breaker": "group_circuit_breaker",
+    "bulkhead": "group_bulkhead",
+    "rate_limit": "group_rate_limit",
+    "pipeline": "group_pipeline",
+    "throughput": "group_throughput",
+}
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "performance.md"
+
+
+def _runner_for(key: str) -> Callable[[Settings], GroupResult]:
+    module = importlib.import_module(GROUPS[key])
+    run = getattr(module, "run", None)
+    if run is not None:
+        return run  # type: ignore[no-any-return]
+    from _harness import run_group
+
+    group = module.GROUP
+    return lambda settings: run_group(group, settings)
+
+
+def render_group(result: GroupResult) -> str:
+    parts = [f"### {result.title}", ""]
+    if result.intro:
+        parts += [result.intro, ""]
+    parts.append(markdown_table(result.headers, result.rows))
+    extra = result.skipped + result.notes
+    if extra:
+        parts.append("")
+        parts += [f"- {line}" for line in extra]
+    return "\n".join(parts)
+
+
+def render_summary(goals: Sequence[GoalResult]) -> str:
+    rows = []
+    for goal in goals:
+        verdict = format_met(goal.met)
+        if goal.detail:
+            verdict += f" ({goal.detail})"
+        rows.append([goal.group, goal.label, format_ratio(goal.ratio), verdict])
+    met = sum(goal.met is True for goal in goals)
+    missed = sum(goal.met is False for goal in goals)
+    unknown = sum(goal.met is None for goal in goals)
+    table = markdown_table(["group", "goal", "ratio", "met?"], rows)
+    return f"{table}\n\n{met} met, {missed} missed, {unknown} not measured."
+
+
+def environment(command: str) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
+        f"{platform.system()} {platform.machine()}, {now}; command: `{command}`"
+    )
+
+
+def write_docs(body: str, env_line: str) -> None:
+    from _docs import INTRO
+
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(f"{INTRO}\n## Results\n\n{env_line}\n\n{body}\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated groups to run: " + ", ".join(GROUPS),
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"write the tables into {DOCS.relative_to(ROOT)}"
+    )
+    args = parser.parse_args(argv)
+
+    keys = [key.strip() for key in args.only.split(",") if key.strip()] or list(GROUPS)
+    unknown = [key for key in keys if key not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    settings = Settings.quick_run() if args.quick else Settings.full()
+
+    shown_args = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"python benchmarks/run.py {shown_args}".strip()
+    env_line = environment(command)
+    print(f"# resilient benchmarks\n\n{env_line}\n", flush=True)
+
+    started = time.perf_counter()
+    sections: list[str] = []
+    goals: list[GoalResult] = []
+    broken = False
+    for key in keys:
+        try:
+            result = _runner_for(key)(settings)
+        except Exception:
+            # One broken group (a policy raising at construction, say) must not hide the rest.
+            print(f"### {key}\n\ngroup crashed:\n\n```\n{traceback.format_exc()}```\n", flush=True)
+            broken = True
+            continue
+        broken = broken or result.failed
+        section = render_group(result)
+        sections.append(section)
+        goals += result.goals
+        print(section + "\n", flush=True)
+
+    summary = "### Goals\n\n" + render_summary(goals)
+    print(summary)
+    print(f"\n(measured in {time.perf_counter() - started:.0f} s)")
+    if args.write_docs:
+        write_docs("\n\n".join([summary, *sections]), env_line)
+        print(f"wrote {DOCS.relative_to(ROOT)}")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
