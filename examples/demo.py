@@ -1,0 +1,195 @@
+"""What resilient's policies do to a flaky service, read back from OpenTelemetry.
+
+Run it with `make demo`. It needs no service: the "remote" call is a local function that fails
+or stalls at random (seeded, so every run tells the same story), and the OpenTelemetry SDK
+keeps the spans in memory. The table is built only from the `resilient.*` spans and their
+events, which is what you would see in your tracing backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from resilient import Backoff, Fallback, Pipeline, Retry, Timeout
+
+SEED = 7
+CALLS = 8
+TOTAL_TIMEOUT = 0.30  # seconds for one call, every attempt and backoff sleep included
+ATTEMPT_TIMEOUT = 0.10  # seconds for one attempt
+FAST, SLOW = 0.01, 0.25  # how long the service takes when it answers, and when it stalls
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+
+class ServiceUnavailable(Exception):
+    """The flaky service said no."""
+
+
+class FlakyService:
+    """Answers after FAST seconds; or fails at once (30 %); or stalls for SLOW seconds (20 %)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    async def get_price(self, sku: str) -> str:
+        draw = self.rng.random()
+        if draw < 0.3:
+            raise ServiceUnavailable(sku)
+        await asyncio.sleep(SLOW if draw < 0.5 else FAST)
+        return "9.99"
+
+
+def build_policy(seed: int) -> Pipeline:
+    return Pipeline(
+        Fallback(value="cached"),  # outermost: answers when everything below gave up
+        Timeout(TOTAL_TIMEOUT, name="total"),  # bounds the whole call; its deadline flows down
+        Retry(
+            attempts=3,
+            backoff=Backoff(initial=0.02, max_delay=0.1, rng=random.Random(seed)),
+        ),
+        Timeout(ATTEMPT_TIMEOUT, name="attempt"),  # bounds each attempt
+        name="get_price",
+    )
+
+
+@dataclass
+class Row:
+    call: int
+    attempts: int
+    delays: list[float]
+    attempt_timeouts: int
+    total_timeout: bool
+    retry_note: str
+    fallback: bool
+    result: str
+    elapsed: float
+
+
+def _attr(span: ReadableSpan, key: str) -> object:
+    return (span.attributes or {}).get(key)
+
+
+def _delays(span: ReadableSpan) -> list[float]:
+    """The delays a Retry span's events say it slept before each retry."""
+    delays = []
+    for event in span.events:
+        for key, value in (event.attributes or {}).items():
+            if "delay" in key and isinstance(value, int | float):
+                delays.append(float(value))
+    return delays
+
+
+def _notes(span: ReadableSpan) -> list[str]:
+    """Events on a Retry span that are not a scheduled retry: why it stopped early."""
+    return [
+        event.name.removeprefix("resilient.retry.").replace("_", " ")
+        for event in span.events
+        if not any("delay" in key for key in event.attributes or {})
+    ]
+
+
+def _used_fallback(span: ReadableSpan) -> bool:
+    return _attr(span, "resilient.outcome") == "fallback" or bool(span.events)
+
+
+def summarise(call: int, spans: Sequence[ReadableSpan], result: str) -> Row:
+    by_name: dict[str, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        by_name[span.name].append(span)
+    root = next(span for span in spans if span.parent is None)
+    timeouts = by_name["resilient.timeout"]
+    retries = by_name["resilient.retry"]
+    fallbacks = by_name["resilient.fallback"]
+    assert root.start_time is not None
+    assert root.end_time is not None
+    return Row(
+        call=call,
+        attempts=len(by_name["resilient.retry.attempt"]),
+        delays=[d for span in retries for d in _delays(span)],
+        attempt_timeouts=sum(
+            1
+            for span in timeouts
+            if _attr(span, "resilient.policy.name") == "attempt"
+            and _attr(span, "resilient.outcome") == "timeout"
+        ),
+        total_timeout=any(
+            _attr(span, "resilient.policy.name") == "total"
+            and _attr(span, "resilient.outcome") == "timeout"
+            for span in timeouts
+        ),
+        retry_note=", ".join(note for span in retries for note in _notes(span)),
+        fallback=any(_attr(span, "resilient.outcome") == "fallback" for span in fallbacks)
+        or any(
+            event.name.startswith("resilient.fallback") for s in fallbacks for event in s.events
+        ),
+        result=result,
+        elapsed=(root.end_time - root.start_time) / 1e9,
+    )
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    headers = ("call", "attempts", "delays slept", "timeouts", "fallback", "result", "elapsed")
+    lines = []
+    for row in rows:
+        timeouts = f"{row.attempt_timeouts} attempt" if row.attempt_timeouts else "-"
+        if row.total_timeout:
+            timeouts = ("" if timeouts == "-" else timeouts + " + ") + "total"
+        delays = ", ".join(f"{d * 1000:.0f} ms" for d in row.delays) or "-"
+        if row.retry_note:
+            delays += f" ({row.retry_note})"
+        lines.append(
+            (
+                str(row.call),
+                str(row.attempts),
+                delays,
+                timeouts,
+                "yes" if row.fallback else "no",
+                row.result,
+                f"{row.elapsed * 1000:.0f} ms",
+            )
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+async def main() -> int:
+    service = FlakyService(SEED)
+    policy = build_policy(SEED)
+    get_price = policy(service.get_price)
+
+    print(
+        f"Pipeline(Fallback('cached'), Timeout({TOTAL_TIMEOUT}), Retry(attempts=3), "
+        f"Timeout({ATTEMPT_TIMEOUT})) around a service that fails 30 % of the time "
+        f"and stalls for {SLOW * 1000:.0f} ms 20 % of the time.\n"
+    )
+    rows = []
+    started = time.perf_counter()
+    for call in range(1, CALLS + 1):
+        exporter.clear()
+        result = await get_price(f"sku-{call}")
+        rows.append(summarise(call, exporter.get_finished_spans(), result))
+    print_table(rows)
+    took = time.perf_counter() - started
+    print(f"\n{CALLS} calls in {took:.2f} s; every column read from the resilient.* spans.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
