@@ -1,0 +1,157 @@
+"""The two windows a circuit breaker counts outcomes in. Pure: no awaits, time is passed in.
+
+Both keep three running totals (calls, failures, slow calls) so reading them is O(1):
+
+- `TimeWindow` counts the outcomes of the last `window` seconds. It is a thin adapter over the
+  shared `RollingCounts` (one bucketed sliding window for the whole library).
+- `CountWindow` counts the last `size` outcomes, whenever they happened: a ring of outcome
+  codes with running sums.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from resilient._window import RollingCounts
+
+__all__ = ("CALLS", "FAILURES", "SLOW", "CountWindow", "TimeWindow", "Window")
+
+#: Field indexes in `RollingCounts`.
+CALLS = 0
+FAILURES = 1
+SLOW = 2
+
+# A count window stores one small int per outcome: bit 0 failed, bit 1 slow.
+_FAILED_BIT = 1
+_SLOW_BIT = 2
+
+
+class Window(Protocol):
+    """What the breaker's state machine needs from a window of outcomes."""
+
+    def add_success(self, now: float) -> None:
+        """Count one successful call that was not slow (the hot path)."""
+        ...
+
+    def add(self, now: float, failed: bool, slow: bool) -> None:
+        """Count one call with its classification."""
+        ...
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """(calls, failures, slow calls) in the window at `now`."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every outcome."""
+        ...
+
+
+class TimeWindow:
+    """Outcomes of the last `window` seconds, in `buckets` buckets.
+
+    Args:
+        window: the window length in seconds (> 0).
+        buckets: how many buckets it is split into; an outcome leaves the window at the
+            granularity of one bucket (`window / buckets` seconds).
+
+    Example:
+        >>> w = TimeWindow(10.0)
+        >>> w.add(0.0, failed=True, slow=False)
+        >>> w.add_success(1.0)
+        >>> w.totals(2.0)
+        (2, 1, 0)
+        >>> w.totals(12.0)
+        (0, 0, 0)
+    """
+
+    __slots__ = ("_add", "_counts")
+
+    def __init__(self, window: float, buckets: int = 10) -> None:
+        self._counts = RollingCounts(window, 3, buckets)
+        self._add = self._counts.add
+
+    def add_success(self, now: float) -> None:
+        self._add(now, CALLS)
+
+    def add(self, now: float, failed: bool, slow: bool) -> None:
+        add = self._add
+        add(now, CALLS)
+        if failed:
+            add(now, FAILURES)
+        if slow:
+            add(now, SLOW)
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        counts = self._counts
+        return (
+            counts.recent(now, CALLS),
+            counts.recent(now, FAILURES),
+            counts.recent(now, SLOW),
+        )
+
+    def reset(self) -> None:
+        self._counts.reset()
+
+
+class CountWindow:
+    """Outcomes of the last `size` calls, however long ago they were made.
+
+    Args:
+        size: how many of the most recent outcomes are kept (>= 1).
+
+    Example:
+        >>> w = CountWindow(2)
+        >>> w.add(0.0, failed=True, slow=False)
+        >>> w.add_success(0.0)
+        >>> w.add_success(0.0)  # the failure slides out
+        >>> w.totals(0.0)
+        (2, 0, 0)
+    """
+
+    __slots__ = ("_codes", "_next", "calls", "failures", "size", "slow")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size!r}")
+        self.size = size
+        self._codes = [0] * size
+        self._next = 0
+        self.calls = 0
+        self.failures = 0
+        self.slow = 0
+
+    def _push(self, code: int) -> None:
+        index = self._next
+        if self.calls == self.size:
+            old = self._codes[index]
+            if old:
+                if old & _FAILED_BIT:
+                    self.failures -= 1
+                if old & _SLOW_BIT:
+                    self.slow -= 1
+        else:
+            self.calls += 1
+        self._codes[index] = code
+        index += 1
+        self._next = 0 if index == self.size else index
+
+    def add_success(self, now: float) -> None:
+        self._push(0)
+
+    def add(self, now: float, failed: bool, slow: bool) -> None:
+        code = 0
+        if failed:
+            code = _FAILED_BIT
+            self.failures += 1
+        if slow:
+            code |= _SLOW_BIT
+            self.slow += 1
+        self._push(code)
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        return (self.calls, self.failures, self.slow)
+
+    def reset(self) -> None:
+        self._codes[:] = [0] * self.size
+        self._next = 0
+        self.calls = self.failures = self.slow = 0
