@@ -19,6 +19,9 @@ from resilient._clock import Clock as Clock
 from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left
 from resilient._version import __version__ as __version__
+from resilient.circuit_breaker import CircuitBreaker as CircuitBreaker
+from resilient.circuit_breaker import CircuitBreakerMetrics as CircuitBreakerMetrics
+from resilient.circuit_breaker import CircuitState as CircuitState
 from resilient.exceptions import BulkheadFullError as BulkheadFullError
 from resilient.exceptions import CircuitOpenError as CircuitOpenError
 from resilient.exceptions import LoadShedError as LoadShedError
@@ -32,7 +35,10 @@ from resilient.timeout import Timeout as Timeout
 
 __all__ = (
     "BulkheadFullError",
+    "CircuitBreaker",
+    "CircuitBreakerMetrics",
     "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "LoadShedError",
     "MonotonicClock",

@@ -1,0 +1,512 @@
+"""CircuitBreaker: the async driver around the pure state machine in `_state`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Final, TypeAlias, TypeVar
+
+from resilient._clock import Clock, monotonic_clock
+from resilient._policy import Policy
+from resilient._validate import (
+    check_bool,
+    check_name,
+    check_optional_positive,
+    check_positive,
+    check_positive_int,
+    check_ratio,
+)
+from resilient.circuit_breaker._state import (
+    CLOSED,
+    OPEN,
+    REJECTED,
+    BreakerCore,
+    CircuitState,
+)
+from resilient.circuit_breaker._windows import CountWindow, TimeWindow, Window
+from resilient.exceptions import CircuitOpenError
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, instruments
+
+__all__ = ("CircuitBreaker", "CircuitBreakerMetrics", "ExceptionFilter")
+
+T = TypeVar("T")
+
+#: What `on=` accepts: exception types, or a predicate over the exception.
+ExceptionFilter: TypeAlias = (
+    type[Exception] | tuple[type[Exception], ...] | Callable[[BaseException], bool]
+)
+
+TRANSITION_EVENT: Final = "resilient.circuit_breaker.transition"
+ATTR_FROM: Final = "resilient.circuit_breaker.from"
+ATTR_TO: Final = "resilient.circuit_breaker.to"
+ATTR_STATE: Final = "resilient.circuit_breaker.state"
+
+_logger = logging.getLogger("resilient.circuit_breaker")
+
+# What one `async with breaker:` entry keeps until its exit: (ticket, start time, record,
+# the entry it shadows). A tuple rather than an object: one allocation, no class lookup.
+_Entry: TypeAlias = tuple[int, float, CallRecord | None, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CircuitBreakerMetrics:
+    """A snapshot of a breaker's state and of the outcomes in its current window.
+
+    Attributes:
+        state: the breaker's state when the snapshot was taken.
+        calls: calls counted in the window.
+        failures: of those, the failures.
+        slow_calls: of those, the slow calls (failed or not).
+        failure_ratio: `failures / calls`, 0.0 when the window is empty.
+        slow_call_ratio: `slow_calls / calls`, 0.0 when the window is empty.
+
+    Example:
+        ```python
+        m = breaker.metrics()
+        print(f"{m.state}: {m.failures}/{m.calls} failed ({m.failure_ratio:.0%})")
+        ```
+    """
+
+    state: CircuitState
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_ratio: float
+    slow_call_ratio: float
+
+
+def _exception_filter(on: Any) -> Callable[[BaseException], bool]:
+    """Validate `on=` and turn it into a predicate."""
+    if isinstance(on, type):
+        on = (on,)
+    if isinstance(on, tuple):
+        if not on or not all(isinstance(t, type) and issubclass(t, Exception) for t in on):
+            raise ValueError(
+                "on must be an Exception subclass, a non-empty tuple of them, or a predicate "
+                f"(exception) -> bool; got {on!r} (cancellation and other BaseExceptions "
+                "are never counted)"
+            )
+        types: tuple[type[Exception], ...] = on
+
+        def matches(exc: BaseException) -> bool:
+            return isinstance(exc, types)
+
+        return matches
+    if callable(on):
+        predicate: Callable[[BaseException], object] = on
+        return lambda exc: bool(predicate(exc))
+    raise ValueError(
+        "on must be an Exception subclass, a tuple of them, or a predicate "
+        f"(exception) -> bool; got {on!r}"
+    )
+
+
+def _optional_callable(field: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ValueError(f"{field} must be a callable or None, got {value!r}")
+    return value
+
+
+class CircuitBreaker(Policy):
+    """Stop calling a dependency that keeps failing, and probe it until it recovers.
+
+    While **closed**, calls run and their outcomes are counted in a window: the last
+    `window` seconds, or the last `window_calls` calls. Once the window holds at least
+    `minimum_calls` calls, a failure that brings `failures / calls` to `failure_ratio` or
+    more (or a slow call that brings `slow calls / calls` to `slow_call_ratio` or more)
+    **opens** the breaker: every call is rejected at once with `CircuitOpenError` for
+    `break_duration` seconds. The first call after the break moves it to **half-open** and
+    runs as a probe; exactly `half_open_calls` probes run and everyone else is rejected.
+    When all of them succeed the breaker closes with an empty window; when one fails (or
+    is slow) it opens again for twice the previous break, at most `max_break_duration`.
+
+    Args:
+        name: names the breaker in spans and metrics (default `"circuit_breaker"`).
+        failure_ratio: the failure ratio that opens the breaker, in (0, 1]. Default 0.5.
+        minimum_calls: calls the window must hold before the breaker may open (>= 1).
+            Default 20. With `window_calls`, at most `window_calls` are needed.
+        window: the time-based window, in seconds (> 0). Default 30.0. Outcomes leave it
+            in steps of a tenth of the window.
+        window_calls: when set (>= 1), count the last `window_calls` calls instead of a
+            time window. Default None.
+        break_duration: how long the breaker stays open the first time, in seconds (> 0).
+            Default 5.0.
+        max_break_duration: the cap on the break, which doubles on each failed probe, in
+            seconds (>= `break_duration`). Default 60.0.
+        half_open_calls: probes admitted in half-open (>= 1); all must succeed to close.
+            Default 1.
+        slow_call_duration: a call that takes this many seconds or more is slow, even if
+            it succeeded (> 0). Default None: no slow-call detection.
+        slow_call_ratio: the ratio of slow calls that opens the breaker, in (0, 1].
+            Default 1.0. Used only with `slow_call_duration`.
+        on: which exceptions are failures: an `Exception` subclass, a tuple of them, or a
+            predicate `(exception) -> bool`. Default `Exception`. Other exceptions still
+            propagate but count as successes (the dependency answered). Cancellation is
+            never counted.
+        on_result: `(result) -> bool`; True marks a returned result as a failure (for
+            example an HTTP 503 response). Default None. Not used by `async with`.
+        on_state_change: `(old, new) -> None`, called after every state change with two
+            `CircuitState` values. Exceptions it raises are logged and swallowed.
+        store: shared state between processes; not available yet, must be None.
+        clock: the time source (default: the monotonic clock).
+        telemetry: `False` silences this breaker's spans and metrics.
+
+    Raises:
+        ValueError: an argument is out of range, naming the field and the value.
+
+    A breaker protects one dependency: build it once and share it between every task
+    that calls that dependency. It holds no lock across calls; its decisions are made
+    between awaits, so they are exact under any number of concurrent calls.
+
+    Example:
+        ```python
+        breaker = CircuitBreaker("payments", failure_ratio=0.5, break_duration=10)
+
+        @breaker
+        async def charge(order_id: int) -> Receipt: ...
+
+        try:
+            receipt = await charge(42)
+        except CircuitOpenError as exc:
+            print("payments is down, try again in", exc.retry_after, "s")
+
+        async with breaker:
+            await payments_client.refund(42)
+        ```
+    """
+
+    __slots__ = (
+        "_core",
+        "_entry",
+        "_is_failure",
+        "_now",
+        "_on_result",
+        "_on_state_change",
+        "_reported_state",
+        "_slow_after",
+        "_state_attrs",
+        "_telemetry",
+        "_transition_attrs",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        failure_ratio: float = 0.5,
+        minimum_calls: int = 20,
+        window: float = 30.0,
+        window_calls: int | None = None,
+        break_duration: float = 5.0,
+        max_break_duration: float = 60.0,
+        half_open_calls: int = 1,
+        slow_call_duration: float | None = None,
+        slow_call_ratio: float = 1.0,
+        on: ExceptionFilter = Exception,
+        on_result: Callable[[Any], bool] | None = None,
+        on_state_change: Callable[[CircuitState, CircuitState], object] | None = None,
+        store: None = None,
+        clock: Clock | None = None,
+        telemetry: bool = True,
+    ) -> None:
+        self.name = check_name(name, "circuit_breaker")
+        failure_ratio = check_ratio("failure_ratio", failure_ratio, allow_zero=False)
+        minimum_calls = check_positive_int("minimum_calls", minimum_calls)
+        window = check_positive("window", window)
+        if window_calls is not None:
+            window_calls = check_positive_int("window_calls", window_calls)
+        break_duration = check_positive("break_duration", break_duration)
+        max_break_duration = check_positive("max_break_duration", max_break_duration)
+        if max_break_duration < break_duration:
+            raise ValueError(
+                f"max_break_duration must be >= break_duration ({break_duration!r}), "
+                f"got {max_break_duration!r}"
+            )
+        half_open_calls = check_positive_int("half_open_calls", half_open_calls)
+        self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
+        slow_call_ratio = check_ratio("slow_call_ratio", slow_call_ratio, allow_zero=False)
+        self._is_failure = _exception_filter(on)
+        self._on_result = _optional_callable("on_result", on_result)
+        self._on_state_change = _optional_callable("on_state_change", on_state_change)
+        if store is not None:
+            raise ValueError(
+                f"store must be None: shared breaker state is not available yet, got {store!r}"
+            )
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValueError(f"clock must have now() and sleep(), got {clock!r}")
+        check_bool("telemetry", telemetry)
+
+        clock = monotonic_clock if clock is None else clock
+        self._now = clock.now
+        counted: Window
+        if window_calls is None:
+            counted = TimeWindow(window)
+        else:
+            counted = CountWindow(window_calls)
+            # As in Resilience4j: a count window can never hold more than its size.
+            minimum_calls = min(minimum_calls, window_calls)
+        self._core = BreakerCore(
+            counted,
+            failure_ratio=failure_ratio,
+            minimum_calls=minimum_calls,
+            slow_call_ratio=slow_call_ratio,
+            break_duration=break_duration,
+            max_break_duration=max_break_duration,
+            half_open_calls=half_open_calls,
+            on_transition=self._transitioned,
+        )
+        self._entry: ContextVar[_Entry | None] = ContextVar(
+            f"resilient_circuit_breaker_{id(self)}", default=None
+        )
+        self._telemetry = PolicyTelemetry("circuit_breaker", self.name, enabled=telemetry)
+        base = self._telemetry.attributes
+        self._state_attrs = {s: {**base, ATTR_STATE: s.value} for s in CircuitState}
+        self._transition_attrs: dict[tuple[CircuitState, CircuitState], dict[str, str]] = {}
+        self._reported_state: CircuitState | None = None
+        self._report_state(CLOSED)
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._core.state.value!r})"
+
+    # -- public surface ----------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state: `"closed"`, `"open"`, `"half_open"`, `"forced_open"` or
+        `"disabled"` (a `CircuitState`, which compares equal to those strings).
+
+        An open breaker whose break is over still reads `"open"` until the next call
+        arrives and becomes the first probe.
+
+        Example:
+            >>> CircuitBreaker().state == "closed"
+            True
+        """
+        return self._core.state
+
+    def force_open(self) -> None:
+        """Reject every call with `CircuitOpenError` (`retry_after` None) until `reset()`.
+
+        Example:
+            >>> breaker = CircuitBreaker()
+            >>> breaker.force_open()
+            >>> breaker.state
+            <CircuitState.FORCED_OPEN: 'forced_open'>
+        """
+        self._core.force_open(self._now())
+
+    def disable(self) -> None:
+        """Admit every call and count nothing until `reset()` (or `force_open()`).
+
+        Example:
+            >>> breaker = CircuitBreaker()
+            >>> breaker.disable()
+            >>> breaker.state == "disabled"
+            True
+        """
+        self._core.disable(self._now())
+
+    def reset(self) -> None:
+        """Close the breaker, empty its window and start again from `break_duration`.
+
+        Calls still running from before the reset are not counted.
+
+        Example:
+            >>> breaker = CircuitBreaker()
+            >>> breaker.force_open()
+            >>> breaker.reset()
+            >>> breaker.state == "closed"
+            True
+        """
+        self._core.reset(self._now())
+
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A snapshot of the state and of the outcomes in the current window.
+
+        The window keeps what tripped the breaker while it is open or half-open, and is
+        emptied when the breaker closes again.
+
+        Example:
+            >>> CircuitBreaker().metrics().calls
+            0
+        """
+        core = self._core
+        calls, failures, slow = core.totals(self._now())
+        return CircuitBreakerMetrics(
+            state=core.state,
+            calls=calls,
+            failures=failures,
+            slow_calls=slow,
+            failure_ratio=failures / calls if calls else 0.0,
+            slow_call_ratio=slow / calls if calls else 0.0,
+        )
+
+    # -- the engine --------------------------------------------------------------------
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        record = self._telemetry.start()
+        core = self._core
+        ticket = core.epoch if core.state is CLOSED else self._admit(record)
+        started = 0.0 if self._slow_after is None else self._now()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._settle_error(ticket, started, exc, record)
+            raise
+        if self._on_result is None and self._slow_after is None:
+            core.record_success(ticket, self._now())
+            if record is not None:
+                record.end("success")
+        else:
+            self._settle_result(ticket, started, result, record)
+        return result
+
+    async def __aenter__(self) -> CircuitBreaker:
+        record = self._telemetry.start()
+        core = self._core
+        ticket = core.epoch if core.state is CLOSED else self._admit(record)
+        started = 0.0 if self._slow_after is None else self._now()
+        entry = self._entry
+        entry.set((ticket, started, record, entry.get()))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        var = self._entry
+        entered = var.get()
+        if entered is None:
+            raise RuntimeError(
+                "CircuitBreaker.__aexit__ without a matching __aenter__ in this task"
+            )
+        ticket, started, record, shadowed = entered
+        var.set(shadowed)
+        if exc is not None:
+            self._settle_error(ticket, started, exc, record)
+        elif self._slow_after is None:
+            self._core.record_success(ticket, self._now())
+            if record is not None:
+                record.end("success")
+        else:
+            self._settle(ticket, started, False, record)
+
+    def _admit(self, record: CallRecord | None) -> int:
+        """Admission outside the closed state: a ticket, or raise `CircuitOpenError`."""
+        now = self._now()
+        core = self._core
+        ticket = core.admit(now)
+        if ticket != REJECTED:
+            return ticket
+        state = core.state
+        retry_after = core.retry_after(now)
+        if state is OPEN:
+            reason = f"is open; retry after {retry_after:.3g}s"
+        elif state is CircuitState.HALF_OPEN:
+            reason = "is half-open and every probe slot is taken"
+        else:
+            reason = "is forced open"
+        error = CircuitOpenError(
+            f"circuit breaker {self.name!r} {reason}", policy=self.name, retry_after=retry_after
+        )
+        if record is not None:
+            record.end("rejected", error)
+        raise error
+
+    def _settle(self, ticket: int, started: float, failed: bool, record: CallRecord | None) -> None:
+        now = self._now()
+        slow_after = self._slow_after
+        slow = slow_after is not None and now - started >= slow_after
+        self._core.record(ticket, now, failed, slow)
+        if record is not None:
+            record.end("failure" if failed else "success")
+
+    def _settle_result(
+        self, ticket: int, started: float, result: object, record: CallRecord | None
+    ) -> None:
+        on_result = self._on_result
+        failed = False
+        if on_result is not None:
+            try:
+                failed = bool(on_result(result))
+            except BaseException as exc:
+                # The result could not be classified: count nothing, free any probe slot.
+                self._core.release(ticket)
+                if record is not None:
+                    record.end("failure", exc)
+                raise
+        self._settle(ticket, started, failed, record)
+
+    def _settle_error(
+        self, ticket: int, started: float, exc: BaseException, record: CallRecord | None
+    ) -> None:
+        if not isinstance(exc, Exception):
+            # Cancellation (or KeyboardInterrupt, SystemExit, ...) says nothing about the
+            # dependency: count nothing, free any probe slot.
+            self._core.release(ticket)
+            if record is not None:
+                record.end("cancelled", exc)
+            return
+        try:
+            failed = self._is_failure(exc)
+        except BaseException:
+            self._core.release(ticket)
+            if record is not None:
+                record.end("failure", exc)
+            raise
+        now = self._now()
+        slow_after = self._slow_after
+        slow = slow_after is not None and now - started >= slow_after
+        self._core.record(ticket, now, failed, slow)
+        if record is not None:
+            record.end("failure", exc)
+
+    # -- telemetry ---------------------------------------------------------------------
+
+    def _transitioned(self, old: CircuitState, new: CircuitState, now: float) -> None:
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            attrs = self._transition_attrs.get((old, new))
+            if attrs is None:
+                attrs = self._transition_attrs[(old, new)] = {
+                    **telemetry.attributes,
+                    ATTR_FROM: old.value,
+                    ATTR_TO: new.value,
+                }
+            telemetry.event(TRANSITION_EVENT, attrs)
+            inst = instruments()
+            if inst is not None:
+                inst.breaker_transitions.add(1, attrs)
+            self._report_state(new)
+        callback = self._on_state_change
+        if callback is not None:
+            try:
+                callback(old, new)
+            except Exception:
+                _logger.exception(
+                    "on_state_change of circuit breaker %r raised; the breaker went on", self.name
+                )
+
+    def _report_state(self, state: CircuitState) -> None:
+        """Move the state gauge: -1 on the state left, +1 on the state entered."""
+        if not self._telemetry.enabled:
+            return
+        inst = instruments()
+        if inst is None:
+            return
+        previous = self._reported_state
+        if previous is not None:
+            inst.breaker_state.add(-1, self._state_attrs[previous])
+        inst.breaker_state.add(1, self._state_attrs[state])
+        self._reported_state = state
