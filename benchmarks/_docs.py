@@ -1,3 +1,73 @@
 """The hand-written part of docs/performance.md; `run.py --write-docs` appends the tables."""
 
-INTRO = "# Performance\n\n(placeholder)\n"
+INTRO = """\
+# Performance
+
+A resilience policy sits on every call a service makes, so what it costs when nothing goes
+wrong matters more than what it costs when something does. These benchmarks measure that
+happy path (the call succeeds the first time, a permit or a slot is free, the breaker is
+closed) for each policy of `resilient`, side by side with the libraries people use for the
+same job, and check the goals the project set itself.
+
+## How it is measured
+
+- **One process, one event loop per group.** Every case of a group (the bare call, each peer
+  library, each face of our policy: decorator, `.call()`, `async with`) runs in the same
+  interpreter and the same asyncio loop.
+- **A tight loop.** A case performs `await f()` (or `async with limiter: await f()`, ...)
+  `N` times in a row, where `f` is a trivial `async def` that returns a value. `N` is scaled
+  so that one sample takes about 50 ms (between 1,000 and 100,000 calls), after a warm-up.
+- **Interleaved rounds.** Fifteen rounds; in each, every case takes one sample, in an order
+  rotated from round to round, so that drift on the machine (another job, CPU frequency)
+  touches every case alike. The garbage collector runs before each round and is off during it.
+- **Median and added cost.** A case's time per call is the median over the rounds (± is the
+  median absolute deviation). Its *added cost* is that median minus the bare `await f()`
+  measured in the same rounds: what the policy itself costs.
+- **Ratios, in one run.** Goals compare our added cost with a peer's added cost measured in
+  the same run: `ratio = ours / peer`. The machines these run on are shared and noisy;
+  absolute nanoseconds move by a factor of two from one run to the next, while two cases
+  measured side by side move together. Nothing here asserts an absolute time.
+- **Telemetry in subprocesses.** OpenTelemetry's global tracer provider can be set only once
+  per process, so the two telemetry parts (no SDK; SDK with a span processor that does
+  nothing) each run in an interpreter of their own.
+- **Throughput is a hang check.** 1,000 concurrent tasks make 10 calls each through one
+  shared `Pipeline` (the call does `await asyncio.sleep(0)`); every run must finish within
+  60 s and every call must succeed. Calls per second are shown for scale only.
+
+Peers are used with their defaults and in their documented form: tenacity, stamina and
+backoff as decorators; pybreaker through `with breaker.calling():` (its `call_async` needs
+tornado); purgatory through `async with await factory.get_breaker(name)`, as its README
+shows; limits with its asyncio fixed-window strategy over its memory storage; pyrate-limiter
+with its default in-memory bucket and `try_acquire(blocking=False)`; rate limiters are set to
+a billion permits per second so that a permit is always there.
+
+A case whose import fails (a peer that is not installed, a policy not yet written) is skipped
+and named under its table; the rest of the group still runs.
+
+## Goals
+
+| group | goal |
+|---|---|
+| Retry | `Retry()` decorator adds at most 0.25x what backoff's `@on_exception` adds |
+| Timeout | `Timeout` (decorator and `async with`) adds at most 1.0x what `asyncio.timeout` adds |
+| Telemetry, no SDK | telemetry on is at most 5 % slower per call than `telemetry=False` |
+| Telemetry, SDK | our cost per span is at most 1.2x the SDK's own bare span |
+| CircuitBreaker | closed breaker adds at most 1.0x what purgatory's `async with` adds |
+| Bulkhead | adds at most 1.2x what `async with asyncio.Semaphore` adds |
+| RateLimiter | `acquire()` and the decorator add at most 0.5x what aiolimiter adds |
+| Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore` |
+
+## Running it
+
+```bash
+make bench                                     # installs the peers, runs every group (~2 min)
+make bench BENCH_ARGS="--only retry,timeout"   # some groups only
+make bench BENCH_ARGS="--quick"                # a few seconds, rough numbers
+make bench BENCH_ARGS="--write-docs"           # rewrite this page with the new tables
+```
+
+The groups are `retry`, `timeout`, `telemetry`, `circuit_breaker`, `bulkhead`, `rate_limit`,
+`pipeline` and `throughput`; each lives in `benchmarks/group_<name>.py`, and the measuring
+loop in `benchmarks/_harness.py`. The exit status is non-zero only when something broke (a
+hang, a crashed group), never because a goal was missed: on a busy machine, run it again.
+"""

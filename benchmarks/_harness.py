@@ -273,7 +273,9 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    right = {i for i, h in enumerate(headers) if h not in {"case", "goal", "met?", "group"}}
+    right = {
+        i for i, h in enumerate(headers) if h not in {"case", "goal", "met?", "group", "check"}
+    }
     lines = ["| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|")
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
@@ -299,7 +301,9 @@ def summarise(
 
     reference_added = summed(group.reference)
     reference_label = (
-        group.reference[0] if len(group.reference) == 1 else "sum of " + " + ".join(group.reference)
+        group.reference[0]
+        if len(group.reference) == 1
+        else f"sum of the {len(group.reference)} peers above, measured one by one"
     )
     goals_by_case = {goal.case: goal for goal in group.goals}
     headers = [*STANDARD_HEADERS]

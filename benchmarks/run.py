@@ -28,7 +28,7 @@ from pathlib import Path
 from _harness import GoalResult, GroupResult, Settings, format_met, format_ratio, markdown_table
 
 # Order of the report. Each module has either GROUP (a standard `_harness.Group`) or a
-# `run(settings) -> GroupResult` of its own (subprocesses, throughput).
+# `run(settings)` of its own (subprocesses, throughput) returning one result or several.
 GROUPS: dict[str, str] = {
     "retry": "group_retry",
     "timeout": "group_timeout",
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 
 
-def _runner_for(key: str) -> Callable[[Settings], GroupResult]:
+def _runner_for(key: str) -> Callable[[Settings], GroupResult | list[GroupResult]]:
     module = importlib.import_module(GROUPS[key])
     run = getattr(module, "run", None)
     if run is not None:
@@ -132,11 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"### {key}\n\ngroup crashed:\n\n```\n{traceback.format_exc()}```\n", flush=True)
             broken = True
             continue
-        broken = broken or result.failed
-        section = render_group(result)
-        sections.append(section)
-        goals += result.goals
-        print(section + "\n", flush=True)
+        for part in result if isinstance(result, list) else [result]:
+            broken = broken or part.failed
+            section = render_group(part)
+            sections.append(section)
+            goals += part.goals
+            print(section + "\n", flush=True)
 
     summary = "### Goals\n\n" + render_summary(goals)
     print(summary)

@@ -1,0 +1,128 @@
+"""Group 7, Pipeline: the five-policy resilient stack against the best peer for each stage,
+both as the sum of their separate added costs and as an actual nested stack."""
+
+from __future__ import annotations
+
+import asyncio
+
+from _harness import BARE, Case, Goal, Group, Runner, bare, calls
+from group_rate_limit import RATE
+
+AIOLIMITER = "aiolimiter `async with`"
+ASYNCIO_TIMEOUT = "asyncio.timeout(10)"
+BACKOFF = "backoff decorator"
+PURGATORY = "purgatory `async with`"
+SEMAPHORE = "asyncio.Semaphore(10)"
+NESTED = "nested peer stack (all five)"
+OURS = "Pipeline(RateLimiter, Timeout, Retry, CircuitBreaker, Bulkhead) decorator"
+PEERS = (AIOLIMITER, ASYNCIO_TIMEOUT, BACKOFF, PURGATORY, SEMAPHORE)
+
+
+def _aiolimiter() -> Runner:
+    from aiolimiter import AsyncLimiter
+
+    limiter = AsyncLimiter(RATE, 1)
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with limiter:
+                await bare()
+
+    return run
+
+
+def _asyncio_timeout() -> Runner:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with asyncio.timeout(10):
+                await bare()
+
+    return run
+
+
+def _backoff() -> Runner:
+    import backoff
+
+    return calls(backoff.on_exception(backoff.expo, Exception, max_tries=3)(bare))
+
+
+async def _purgatory() -> Runner:
+    from purgatory import AsyncCircuitBreakerFactory
+
+    factory = AsyncCircuitBreakerFactory()
+    await factory.initialize()
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with await factory.get_breaker("x"):
+                await bare()
+
+    return run
+
+
+def _semaphore() -> Runner:
+    semaphore = asyncio.Semaphore(10)
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with semaphore:
+                await bare()
+
+    return run
+
+
+async def _nested() -> Runner:
+    import backoff
+    from aiolimiter import AsyncLimiter
+    from purgatory import AsyncCircuitBreakerFactory
+
+    limiter = AsyncLimiter(RATE, 1)
+    factory = AsyncCircuitBreakerFactory()
+    await factory.initialize()
+    semaphore = asyncio.Semaphore(10)
+
+    # Same order as the Pipeline: limiter outermost, then the total timeout, the retry, and
+    # per attempt the breaker and the bulkhead.
+    @backoff.on_exception(backoff.expo, Exception, max_tries=3)
+    async def attempt() -> int:
+        async with await factory.get_breaker("x"), semaphore:
+            return await bare()
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with limiter, asyncio.timeout(10):
+                await attempt()
+
+    return run
+
+
+def _ours() -> Runner:
+    from resilient import Bulkhead, CircuitBreaker, Pipeline, RateLimiter, Retry, Timeout
+
+    pipeline = Pipeline(RateLimiter(RATE), Timeout(10), Retry(), CircuitBreaker(), Bulkhead(10))
+    return calls(pipeline(bare))
+
+
+GROUP = Group(
+    key="pipeline",
+    title="Pipeline",
+    intro="The standard stack, outermost first: rate limiter, timeout, retry, circuit breaker, "
+    "bulkhead, against the peer chosen for each stage in the groups above, measured one by one "
+    "(their added costs summed) and nested in the same order.",
+    cases=[
+        Case(BARE, lambda: calls(bare)),
+        Case(AIOLIMITER, _aiolimiter),
+        Case(ASYNCIO_TIMEOUT, _asyncio_timeout),
+        Case(BACKOFF, _backoff),
+        Case(PURGATORY, _purgatory),
+        Case(SEMAPHORE, _semaphore),
+        Case(NESTED, _nested),
+        Case(OURS, _ours, ours=True),
+    ],
+    reference=PEERS,
+    reference_label="sum of peers",
+    goals=[
+        Goal(OURS, PEERS, 0.5, "Pipeline <= 0.5x sum of the five peers"),
+        Goal(OURS, (NESTED,), 0.5, "Pipeline <= 0.5x nested peer stack"),
+    ],
+)

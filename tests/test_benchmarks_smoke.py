@@ -1,0 +1,43 @@
+"""The benchmark runner still runs: a quick pass over one group, in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "benchmarks" / "run.py"
+
+
+def test_quick_timeout_benchmark_prints_a_table() -> None:
+    # The timeout group's peers are asyncio and anyio, both always installed; skip rather
+    # than fail if that ever changes.
+    pytest.importorskip("anyio")
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), "--quick", "--only", "timeout"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| case | ns/call |" in proc.stdout
+    assert "| asyncio.timeout(10) |" in proc.stdout
+    assert "### Goals" in proc.stdout
+
+
+def test_unknown_group_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), "--quick", "--only", "no_such_group"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "unknown group" in proc.stderr
