@@ -7,24 +7,21 @@ Everything that may wait (a retry sleep, a bulkhead queue, a rate limiter) asks
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import NamedTuple
 
 from resilient._clock import Clock
 
-__all__ = ("Deadline", "current_deadline", "time_left")
+__all__ = ("Deadline", "current_deadline", "remaining", "time_left")
 
-
-class Deadline(NamedTuple):
-    """An absolute deadline on a clock's time line."""
-
-    at: float
-    clock: Clock
-
-    def remaining(self) -> float:
-        return self.at - self.clock.now()
-
+#: An absolute deadline on a clock's time line: (at, clock). A plain tuple, since one is
+#: built on every call through a Timeout.
+Deadline = tuple[float, Clock]
 
 current_deadline: ContextVar[Deadline | None] = ContextVar("resilient_deadline", default=None)
+
+
+def remaining(deadline: Deadline) -> float:
+    """Seconds left until `deadline` on its own clock."""
+    return deadline[0] - deadline[1].now()
 
 
 def time_left() -> float | None:
@@ -33,4 +30,4 @@ def time_left() -> float | None:
     The value may be negative when the deadline has already passed.
     """
     deadline = current_deadline.get()
-    return None if deadline is None else deadline.remaining()
+    return None if deadline is None else deadline[0] - deadline[1].now()

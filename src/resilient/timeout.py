@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
+from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 
-from resilient._backend import asyncio_loop, trio_module
+from resilient._backend import asyncio_loop, current_task, trio_module
 from resilient._clock import Clock, TimerHandle, monotonic_clock, schedule
-from resilient._deadline import Deadline, current_deadline
+from resilient._deadline import Deadline, current_deadline, remaining
 from resilient._policy import Policy
 from resilient._validate import check_name, check_positive
 from resilient.exceptions import TimeoutExceeded
@@ -23,32 +26,75 @@ __all__ = ("Timeout",)
 T = TypeVar("T")
 
 
+_ACTIVE, _DONE, _EXPIRED = 0, 1, 2
+
+
 class _AsyncioScope:
-    """A deadline on the running asyncio task: one loop timer, no cancel-scope machinery."""
+    """One call's deadline on the running asyncio task, queued in its `_DeadlineQueue`."""
 
-    __slots__ = ("cancelling", "expired", "handle", "task")
+    __slots__ = ("cancelling", "deadline", "queue", "state", "task")
 
-    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
-        task = asyncio.current_task(loop)
-        if task is None:
-            raise RuntimeError("Timeout must be used inside an asyncio task")
+    def __init__(self, queue: _DeadlineQueue, task: asyncio.Task[Any], deadline: float) -> None:
+        self.queue = queue
         self.task = task
         self.cancelling = task.cancelling()
-        self.expired = False
-        self.handle = loop.call_at(loop.time() + seconds, self._expire)
-
-    def _expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
+        self.deadline = deadline
+        self.state = _ACTIVE
 
     def close(self, error: BaseException | None) -> bool:
-        """Stop the timer; True when this scope's expiry is what ended the call."""
-        self.handle.cancel()
-        if not self.expired:
+        """Leave the deadline; True when its expiry is what ended the call."""
+        if self.state == _ACTIVE:
+            self.state = _DONE
+            entries = self.queue.entries
+            while entries and entries[0].state != _ACTIVE:
+                entries.popleft()
             return False
         # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
         # cancellation meanwhile.
         return self.task.uncancel() <= self.cancelling and isinstance(error, asyncio.CancelledError)
+
+
+class _DeadlineQueue:
+    """The deadlines of one Timeout's calls on one asyncio loop, in arrival order.
+
+    Every call of a Timeout lasts the same `seconds`, so deadlines arrive already sorted:
+    a FIFO and one loop timer armed for the oldest live deadline replace the loop timer
+    (a heap push, a cancelled handle left on the heap) that asyncio.timeout costs per call.
+    """
+
+    __slots__ = ("entries", "handle", "loop", "seconds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self.entries: deque[_AsyncioScope] = deque()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def push(self) -> _AsyncioScope:
+        task = current_task(self.loop)
+        if task is None:
+            raise RuntimeError("Timeout must be used inside an asyncio task")
+        # Deadlines are kept on time.monotonic (cheaper to read than loop.time(), which
+        # some loops cache per iteration); the timer is armed with a relative delay.
+        scope = _AsyncioScope(self, task, _monotonic() + self.seconds)
+        self.entries.append(scope)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.seconds, self._expire_due)
+        return scope
+
+    def _expire_due(self) -> None:
+        self.handle = None
+        entries = self.entries
+        now = _monotonic()
+        while entries:
+            scope = entries[0]
+            if scope.state == _ACTIVE:
+                if scope.deadline > now:
+                    self.handle = self.loop.call_later(scope.deadline - now, self._expire_due)
+                    return
+                scope.state = _EXPIRED
+                scope.task.cancel()
+            entries.popleft()
 
 
 class _TrioScope:
@@ -133,7 +179,7 @@ class Timeout(Policy):
         ```
     """
 
-    __slots__ = ("_clock", "_entered", "_native", "_telemetry", "name", "seconds")
+    __slots__ = ("_clock", "_entered", "_native", "_queue", "_telemetry", "name", "seconds")
 
     def __init__(
         self,
@@ -149,6 +195,7 @@ class Timeout(Policy):
         self._native = clock is None or clock is monotonic_clock
         self._telemetry = PolicyTelemetry("timeout", self.name, enabled=telemetry is not False)
         self._entered: ContextVar[_Entered | None] | None = None
+        self._queue: _DeadlineQueue | None = None
 
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r}, name={self.name!r})"
@@ -161,16 +208,21 @@ class Timeout(Policy):
                 scope.__enter__()
                 return _ClockScope(scope, timer)
         loop = asyncio_loop()
-        if loop is not None:
-            return _AsyncioScope(self.seconds, loop)
-        return _TrioScope(self.seconds)
+        if loop is None:
+            return _TrioScope(self.seconds)
+        queue = self._queue
+        if queue is None or queue.loop is not loop:
+            # One queue per loop; a Timeout used from another loop (another thread, or a
+            # later asyncio.run) gets its own.
+            queue = self._queue = _queue_for(self, loop)
+        return queue.push()
 
     def _publish_deadline(self) -> Token[Deadline | None] | None:
         outer = current_deadline.get()
-        if outer is not None and outer.remaining() <= self.seconds:
+        if outer is not None and remaining(outer) <= self.seconds:
             return None
         clock = self._clock
-        return current_deadline.set(Deadline(clock.now() + self.seconds, clock))
+        return current_deadline.set((clock.now() + self.seconds, clock))
 
     def _error(self, cause: BaseException) -> TimeoutExceeded:
         error = TimeoutExceeded(
@@ -241,6 +293,19 @@ class Timeout(Policy):
             raise error from exc
         if record is not None:
             record.end("success" if exc is None else _outcome_of(exc), exc)
+
+
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _DeadlineQueue]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _queue_for(timeout: Timeout, loop: asyncio.AbstractEventLoop) -> _DeadlineQueue:
+    per_loop = _queues.setdefault(loop, {})
+    queue = per_loop.get(id(timeout))
+    if queue is None or queue.seconds != timeout.seconds:
+        queue = per_loop[id(timeout)] = _DeadlineQueue(loop, timeout.seconds)
+    return queue
 
 
 def _outcome_of(exc: BaseException) -> str:

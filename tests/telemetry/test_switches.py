@@ -6,6 +6,7 @@ in a fresh interpreter.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,9 +17,10 @@ import resilient.telemetry
 from resilient.telemetry._core import PolicyTelemetry
 
 
-def run_python(code: str) -> str:
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,12 +61,11 @@ def test_nothing_is_recorded_while_no_sdk_is_configured_and_spans_start_once_it_
 def test_a_provider_named_by_environment_variable_is_picked_up() -> None:
     out = run_python(
         """
-        import os
-        os.environ["OTEL_PYTHON_TRACER_PROVIDER"] = "sdk_tracer_provider"
         from resilient.telemetry._core import PolicyTelemetry
         record = PolicyTelemetry("timeout", "env").start()
         print(record is not None and record.span is not None)
-        """
+        """,
+        env={"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"},
     )
     assert out == "True"
 

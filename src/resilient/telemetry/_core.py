@@ -46,11 +46,17 @@ settings = Settings()
 # get_tracer_provider() with a proxy after an os.environ lookup on every call. That is too
 # slow for a per-call check, so the fast path reads the module globals the API itself keeps
 # (they are set exactly once, by set_tracer_provider / set_meter_provider). A provider named
-# only by environment variable is loaded on first use through the public getter.
+# only by environment variable is loaded on first use through the public getter; the
+# environment is read once, at import, as opentelemetry's own auto-configuration does.
+_TRACER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+_METER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+_FROM_ENV = _TRACER_FROM_ENV or _METER_FROM_ENV
+
+
 def _tracer_provider_ready() -> bool:
     if otel_trace._TRACER_PROVIDER is not None:
         return True
-    if os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
+    if _TRACER_FROM_ENV:
         otel_trace.get_tracer_provider()
         return otel_trace._TRACER_PROVIDER is not None
     return False
@@ -59,7 +65,7 @@ def _tracer_provider_ready() -> bool:
 def _meter_provider_ready() -> bool:
     if otel_metrics_internal._METER_PROVIDER is not None:
         return True
-    if os.environ.get("OTEL_PYTHON_METER_PROVIDER"):
+    if _METER_FROM_ENV:
         otel_metrics.get_meter_provider()
         return otel_metrics_internal._METER_PROVIDER is not None
     return False
@@ -181,6 +187,15 @@ class PolicyTelemetry:
         """Begin recording one call; `None` when nothing would record it."""
         if not self.enabled:
             return None
+        if (
+            otel_trace._TRACER_PROVIDER is None
+            and otel_metrics_internal._METER_PROVIDER is None
+            and not _FROM_ENV
+        ):
+            return None  # the common "no SDK configured" case, in a few attribute reads
+        return self._start(attributes)
+
+    def _start(self, attributes: dict[str, Any]) -> CallRecord | None:
         tracer = self._tracer_or_none()
         inst = instruments()
         if tracer is None and inst is None:
