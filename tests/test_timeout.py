@@ -232,3 +232,26 @@ class TestTelemetry:
             pass
         (span,) = telemetry.spans("resilient.timeout")
         assert span.attributes["resilient.policy.name"] == "t-cm"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_shared_deadline_queue_expires_exactly_the_late_calls() -> None:
+    # The native asyncio path (one queue and one loop timer per Timeout) runs on real loop
+    # time, so this test uses short real sleeps: calls that finish early must not keep
+    # later calls from expiring, and the timer re-arms for calls that start later.
+    timeout = Timeout(0.05)
+    outcomes: dict[int, str] = {}
+
+    async def call(i: int) -> None:
+        await anyio.sleep(0.01 * (i % 3))  # stagger the starts
+        try:
+            await timeout.call(anyio.sleep, 0.0 if i % 2 else 5)
+            outcomes[i] = "ok"
+        except TimeoutExceeded:
+            outcomes[i] = "timeout"
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(call, i)
+    assert outcomes == {i: "ok" if i % 2 else "timeout" for i in range(30)}
+    assert not timeout._queue or not timeout._queue.entries
