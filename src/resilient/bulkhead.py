@@ -1,0 +1,299 @@
+"""Bulkhead: cap how many calls run at once, with an optional bounded FIFO queue."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import anyio
+
+from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._deadline import time_left
+from resilient._policy import Policy
+from resilient._validate import check_name, check_optional_positive, check_positive_int
+from resilient.exceptions import BulkheadFullError
+from resilient.telemetry._core import CallRecord, PolicyTelemetry
+
+__all__ = ("Bulkhead",)
+
+T = TypeVar("T")
+
+EVENT_QUEUED: Final = "resilient.bulkhead.queued"
+EVENT_DEQUEUED: Final = "resilient.bulkhead.dequeued"
+ATTR_WAITING: Final = "resilient.bulkhead.waiting"
+ATTR_WAIT: Final = "resilient.wait.duration"
+
+
+class _Waiter:
+    """One queued caller. `granted` is set, with the event, when a slot is handed to it."""
+
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class _Entered:
+    """What one recorded `async with bulkhead:` block finds again in `__aexit__`."""
+
+    __slots__ = ("record", "token")
+
+    def __init__(self, record: CallRecord | None) -> None:
+        self.record = record
+        self.token: Token[_Entered | None] | None = None
+
+
+class Bulkhead(Policy):
+    """Let at most `max_concurrent` calls run at once; queue or reject the rest.
+
+    Args:
+        max_concurrent: how many calls may run at the same time (a whole number >= 1).
+            Required: the right value depends on what the bulkhead protects.
+        max_waiting: how many callers may queue for a slot when all are busy (>= 0,
+            default 0: no queue, reject at once).
+        max_wait: how long, in seconds, a queued caller waits for a slot before it is
+            rejected (> 0, default `None`: no limit of its own). A wait never outlasts the
+            deadline of an enclosing `Timeout`.
+        name: names the policy in telemetry and errors (default `"bulkhead"`).
+        clock: the time source for `max_wait` (default: the monotonic clock).
+        telemetry: `False` silences this policy's spans and metrics.
+
+    Raises `BulkheadFullError` when every slot is busy and the queue is full, or when a
+    queued caller waited `max_wait` without getting a slot. Queued callers are served
+    first come, first served: a slot that is released goes straight to the oldest waiter,
+    so a newcomer never jumps the queue. A waiter that is cancelled leaves the queue, and
+    one cancelled just after it was handed a slot passes the slot on; no slot is ever lost.
+
+    Example:
+        ```python
+        bulkhead = Bulkhead(10, max_waiting=20, max_wait=0.5)
+
+        @bulkhead
+        async def render_report(report_id: int) -> bytes: ...
+
+        async with bulkhead:
+            await talk_to_the_slow_dependency()
+        ```
+    """
+
+    __slots__ = (
+        "_clock",
+        "_entered",
+        "_in_flight",
+        "_telemetry",
+        "_waiters",
+        "max_concurrent",
+        "max_wait",
+        "max_waiting",
+        "name",
+    )
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        *,
+        max_waiting: int = 0,
+        max_wait: float | None = None,
+        name: str | None = None,
+        clock: Clock | None = None,
+        telemetry: bool = True,
+    ) -> None:
+        self.max_concurrent = check_positive_int("max_concurrent", max_concurrent)
+        self.max_waiting = check_positive_int("max_waiting", max_waiting, minimum=0)
+        self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.name = check_name(name, "bulkhead")
+        self._clock = monotonic_clock if clock is None else clock
+        self._telemetry = PolicyTelemetry("bulkhead", self.name, enabled=telemetry is not False)
+        self._in_flight = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._entered: ContextVar[_Entered | None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Bulkhead({self.max_concurrent!r}, max_waiting={self.max_waiting!r}, "
+            f"max_wait={self.max_wait!r}, name={self.name!r})"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls hold a slot right now (running, or handed a slot and resuming)."""
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are queued for a slot right now."""
+        return len(self._waiters)
+
+    # -- slots ----------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        # Hand the slot straight to the oldest waiter rather than freeing it: a caller
+        # arriving between the release and the waiter's wake-up cannot take it (no barging).
+        waiters = self._waiters
+        if waiters:
+            waiter = waiters.popleft()
+            waiter.granted = True
+            waiter.event.set()
+        else:
+            self._in_flight -= 1
+
+    def _full(self, reason: str) -> BulkheadFullError:
+        return BulkheadFullError(f"{self.name} is full: {reason}", policy=self.name)
+
+    async def _queue(self, record: CallRecord | None) -> None:
+        """Wait in line for a slot; return holding one, or raise BulkheadFullError."""
+        waiters = self._waiters
+        if len(waiters) >= self.max_waiting:
+            if self.max_waiting:
+                raise self._full(f"{self.max_concurrent} running and {len(waiters)} queued")
+            raise self._full(f"{self.max_concurrent} running and no queue")
+        limit = self.max_wait
+        left = time_left()
+        if left is not None:
+            if left <= 0:
+                raise self._full("the enclosing deadline has passed")
+            if limit is None or left < limit:
+                limit = left
+        waiter = _Waiter()
+        waiters.append(waiter)
+        inst = None
+        started = 0.0
+        if record is not None:
+            started = self._clock.now()
+            record.event(EVENT_QUEUED, {ATTR_WAITING: len(waiters)})
+            inst = record.instruments
+            if inst is not None:
+                inst.bulkhead_queued.add(1, self._telemetry.attributes)
+        try:
+            if limit is None:
+                await waiter.event.wait()
+            else:
+                with cancel_scope_after(self._clock, limit):
+                    await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self._release()  # cancelled just after being handed a slot: pass it on
+            else:
+                waiters.remove(waiter)
+            raise
+        finally:
+            if inst is not None:
+                inst.bulkhead_queued.add(-1, self._telemetry.attributes)
+        if not waiter.granted:
+            waiters.remove(waiter)
+            raise self._full(f"no slot within {limit:g}s")
+        if record is not None:
+            waited = self._clock.now() - started
+            record.event(EVENT_DEQUEUED, {ATTR_WAIT: waited})
+            if inst is not None:
+                inst.wait.record(waited, self._telemetry.attributes)
+
+    async def _enter_recorded(self, record: CallRecord) -> None:
+        """Take a slot for a recorded call; on rejection or cancellation end the record."""
+        if self._in_flight < self.max_concurrent:
+            self._in_flight += 1
+        else:
+            try:
+                await self._queue(record)
+            except BulkheadFullError as error:
+                record.end("rejected", error)
+                raise
+            except BaseException as exc:
+                record.end(_outcome_of(exc), exc)
+                raise
+        inst = record.instruments
+        if inst is not None:
+            inst.bulkhead_in_flight.add(1, self._telemetry.attributes)
+
+    def _exit_recorded(self, record: CallRecord, exc: BaseException | None) -> None:
+        self._release()
+        inst = record.instruments
+        if inst is not None:
+            inst.bulkhead_in_flight.add(-1, self._telemetry.attributes)
+        if exc is None:
+            record.end("success")
+        else:
+            record.end(_outcome_of(exc), exc)
+
+    # -- faces ----------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        record = self._telemetry.start()
+        if record is not None:
+            return await self._run_recorded(record, fn, args, kwargs)
+        if self._in_flight < self.max_concurrent:
+            self._in_flight += 1
+        else:
+            await self._queue(None)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            self._release()
+
+    async def _run_recorded(
+        self,
+        record: CallRecord,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        await self._enter_recorded(record)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit_recorded(record, exc)
+            raise
+        self._exit_recorded(record, None)
+        return result
+
+    async def __aenter__(self) -> Bulkhead:
+        record = self._telemetry.start()
+        var = self._entered
+        if record is None and (var is None or var.get() is None):
+            # Nothing to find again on exit: releasing a slot needs no per-entry state.
+            if self._in_flight < self.max_concurrent:
+                self._in_flight += 1
+            else:
+                await self._queue(None)
+            return self
+        if var is None:
+            var = self._entered = ContextVar(f"resilient_bulkhead_{id(self)}", default=None)
+        if record is not None:
+            await self._enter_recorded(record)
+        elif self._in_flight < self.max_concurrent:
+            self._in_flight += 1
+        else:
+            await self._queue(None)
+        entered = _Entered(record)
+        entered.token = var.set(entered)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        var = self._entered
+        entered = var.get() if var is not None else None
+        if var is None or entered is None or entered.token is None:
+            self._release()
+            return
+        var.reset(entered.token)
+        if entered.record is None:
+            self._release()
+        else:
+            self._exit_recorded(entered.record, exc)
+
+
+def _outcome_of(exc: BaseException) -> str:
+    return "failure" if isinstance(exc, Exception) else "cancelled"
