@@ -19,6 +19,7 @@ from resilient._clock import Clock as Clock
 from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left
 from resilient._version import __version__ as __version__
+from resilient.bulkhead import Bulkhead as Bulkhead
 from resilient.circuit_breaker import CircuitBreaker as CircuitBreaker
 from resilient.circuit_breaker import CircuitBreakerMetrics as CircuitBreakerMetrics
 from resilient.circuit_breaker import CircuitState as CircuitState
@@ -34,6 +35,7 @@ from resilient.pipeline import Pipeline as Pipeline
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
     "CircuitBreakerMetrics",
