@@ -173,10 +173,12 @@ class BreakerCore:
             return
         state = self.state
         if state is CLOSED:
-            self.window.add(now, failed, slow)
             # Only a failure or a slow call can raise a ratio: a success never trips.
             if failed or slow:
+                self.window.add(now, failed, slow)
                 self._maybe_trip(now)
+            else:
+                self.window.add_success(now)
         elif state is HALF_OPEN:
             if failed or slow:
                 self._probes_out -= 1
