@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import platform
 import sys
 import time
@@ -114,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     settings = Settings.quick_run() if args.quick else Settings.full()
+    # The groups measure resilient with telemetry on and no SDK configured (the telemetry
+    # group covers the SDK): a provider named in the environment would change that.
+    for var in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"):
+        os.environ.pop(var, None)
 
     shown_args = " ".join(sys.argv[1:] if argv is None else argv)
     command = f"python benchmarks/run.py {shown_args}".strip()
