@@ -87,19 +87,22 @@ def _delays(span: ReadableSpan) -> list[float]:
     """The delays a Retry span's events say it slept before each retry."""
     delays = []
     for event in span.events:
-        for key, value in (event.attributes or {}).items():
-            if "delay" in key and isinstance(value, int | float):
-                delays.append(float(value))
+        delay = (event.attributes or {}).get("resilient.retry.delay")
+        if event.name == "resilient.retry.scheduled" and isinstance(delay, int | float):
+            delays.append(float(delay))
     return delays
 
 
 def _notes(span: ReadableSpan) -> list[str]:
-    """Events on a Retry span that are not a scheduled retry: why it stopped early."""
-    return [
-        event.name.removeprefix("resilient.retry.").replace("_", " ")
-        for event in span.events
-        if not any("delay" in key for key in event.attributes or {})
-    ]
+    """Why a Retry stopped before its last attempt: its budget or the deadline."""
+    notes = []
+    for event in span.events:
+        attrs = event.attributes or {}
+        if event.name == "resilient.retry.budget_exhausted":
+            notes.append("budget spent")
+        elif event.name == "resilient.retry.gave_up":
+            notes.append(f"gave up: {attrs.get('resilient.retry.reason')}")
+    return notes
 
 
 def _used_fallback(span: ReadableSpan) -> bool:
