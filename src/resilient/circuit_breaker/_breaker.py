@@ -185,6 +185,7 @@ class CircuitBreaker(Policy):
         "_now",
         "_on_result",
         "_on_state_change",
+        "_plain",
         "_reported_state",
         "_slow_after",
         "_state_attrs",
@@ -239,6 +240,8 @@ class CircuitBreaker(Policy):
         if clock is not None and not isinstance(clock, Clock):
             raise ValueError(f"clock must have now() and sleep(), got {clock!r}")
         check_bool("telemetry", telemetry)
+        # No result predicate and no slow-call timing: a success needs one clock read.
+        self._plain = self._on_result is None and self._slow_after is None
 
         clock = monotonic_clock if clock is None else clock
         self._now = clock.now
@@ -362,7 +365,7 @@ class CircuitBreaker(Policy):
         except BaseException as exc:
             self._settle_error(ticket, started, exc, record)
             raise
-        if self._on_result is None and self._slow_after is None:
+        if self._plain:
             core.record_success(ticket, self._now())
             if record is not None:
                 record.end("success")
