@@ -1,9 +1,13 @@
 """What resilient's policies do to a flaky service, read back from OpenTelemetry.
 
-Run it with `make demo`. It needs no service: the "remote" call is a local function that fails
-or stalls at random (seeded, so every run tells the same story), and the OpenTelemetry SDK
-keeps the spans in memory. The table is built only from the `resilient.*` spans and their
-events, which is what you would see in your tracing backend.
+Run it with `make demo`. It needs no service: the "remote" calls are local functions that
+fail or stall at random (seeded, so every run tells the same story), and the OpenTelemetry
+SDK keeps the spans in memory. Every table is built from the `resilient.*` spans and their
+events only, which is what you would see in your tracing backend.
+
+1. Timeouts, retries and a fallback: Pipeline(Fallback, Timeout(total), Retry, Timeout(attempt)).
+2. A circuit breaker opening on a dependency that went down, then closing when it recovers.
+3. A rate limiter turning a burst away.
 """
 
 from __future__ import annotations
@@ -13,15 +17,23 @@ import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from resilient import Backoff, Fallback, Pipeline, Retry, Timeout
+from resilient import (
+    Backoff,
+    CircuitBreaker,
+    Fallback,
+    Pipeline,
+    RateLimiter,
+    RejectedError,
+    Retry,
+    Timeout,
+)
 
 SEED = 18  # picked so that eight calls show every path: retries, timeouts, fallback
 CALLS = 8
@@ -53,152 +65,209 @@ class FlakyService:
         return "9.99"
 
 
-def build_policy(seed: int) -> Pipeline:
-    return Pipeline(
-        Fallback(value="cached"),  # outermost: answers when everything below gave up
-        Timeout(TOTAL_TIMEOUT, name="total"),  # bounds the whole call; its deadline flows down
-        Retry(
-            attempts=3,
-            backoff=Backoff(initial=0.05, max_delay=0.2, rng=random.Random(seed)),
-        ),
-        Timeout(ATTEMPT_TIMEOUT, name="attempt"),  # bounds each attempt
-        name="get_price",
-    )
+# -- reading the spans -----------------------------------------------------------------
 
 
-LEGEND = """
+def attr(span: ReadableSpan, key: str) -> object:
+    return (span.attributes or {}).get(key)
+
+
+def spans_by_name(spans: Sequence[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
+    by_name: dict[str, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        by_name[span.name].append(span)
+    return by_name
+
+
+def event_values(spans: Sequence[ReadableSpan], event: str, key: str) -> list[object]:
+    """The value of `key` on every `event` recorded on `spans`, in order."""
+    return [
+        (found.attributes or {}).get(key)
+        for span in spans
+        for found in span.events
+        if found.name == event
+    ]
+
+
+def elapsed(spans: Sequence[ReadableSpan]) -> float:
+    """Seconds between the start and the end of the outermost span."""
+    root = next(span for span in spans if span.parent is None)
+    assert root.start_time is not None
+    assert root.end_time is not None
+    return (root.end_time - root.start_time) / 1e9
+
+
+async def traced(fn: Callable[[], Awaitable[str]]) -> tuple[str, Sequence[ReadableSpan]]:
+    """Run one call and return its result (or the error's name) and the spans it left."""
+    exporter.clear()
+    try:
+        result = await fn()
+    except Exception as exc:
+        result = type(exc).__name__
+    return result, exporter.get_finished_spans()
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def ms(seconds: float) -> str:
+    return f"{round(seconds, 2) * 1000:.0f} ms"
+
+
+# -- 1. timeouts, retries and a fallback -----------------------------------------------
+
+RETRY_LEGEND = """
 timeouts       attempt: Timeout({attempt}) cut an attempt off and Retry tried again;
                total: Timeout({total}) ended the whole call.
 retry outcome  exhausted: every attempt failed; deadline: the next backoff sleep would
                not have ended before the total deadline, so Retry stopped at once;
                cancelled: the total timeout cancelled Retry mid-attempt.
-fallback       the Fallback answered 'cached' instead of an error.
-"""
+fallback       the Fallback answered 'cached' instead of an error."""
 
 
-@dataclass
-class Row:
-    call: int
-    attempts: int
-    delays: list[float]
-    attempt_timeouts: int
-    total_timeout: bool
-    retry_outcome: str
-    fallback: bool
-    result: str
-    elapsed: float
-
-
-def _attr(span: ReadableSpan, key: str) -> object:
-    return (span.attributes or {}).get(key)
-
-
-def _delays(span: ReadableSpan) -> list[float]:
-    """The delays a Retry span's events say it slept before each retry."""
-    delays = []
-    for event in span.events:
-        delay = (event.attributes or {}).get("resilient.retry.delay")
-        if event.name == "resilient.retry.scheduled" and isinstance(delay, int | float):
-            delays.append(float(delay))
-    return delays
-
-
-def _used_fallback(span: ReadableSpan) -> bool:
-    return _attr(span, "resilient.outcome") == "fallback" or bool(span.events)
-
-
-def summarise(call: int, spans: Sequence[ReadableSpan], result: str) -> Row:
-    by_name: dict[str, list[ReadableSpan]] = defaultdict(list)
-    for span in spans:
-        by_name[span.name].append(span)
-    root = next(span for span in spans if span.parent is None)
-    timeouts = by_name["resilient.timeout"]
+def retry_row(call: int, result: str, spans: Sequence[ReadableSpan]) -> list[str]:
+    by_name = spans_by_name(spans)
     retries = by_name["resilient.retry"]
-    fallbacks = by_name["resilient.fallback"]
-    assert root.start_time is not None
-    assert root.end_time is not None
-    return Row(
-        call=call,
-        attempts=len(by_name["resilient.retry.attempt"]),
-        delays=[d for span in retries for d in _delays(span)],
-        attempt_timeouts=sum(
-            1
-            for span in timeouts
-            if _attr(span, "resilient.policy.name") == "attempt"
-            and _attr(span, "resilient.outcome") == "timeout"
-        ),
-        total_timeout=any(
-            _attr(span, "resilient.policy.name") == "total"
-            and _attr(span, "resilient.outcome") == "timeout"
-            for span in timeouts
-        ),
-        retry_outcome=", ".join(str(_attr(span, "resilient.outcome")) for span in retries),
-        fallback=any(_attr(span, "resilient.outcome") == "fallback" for span in fallbacks)
-        or any(
-            event.name.startswith("resilient.fallback") for s in fallbacks for event in s.events
-        ),
-        result=result,
-        elapsed=(root.end_time - root.start_time) / 1e9,
-    )
+    timeouts = by_name["resilient.timeout"]
+    delays = event_values(retries, "resilient.retry.scheduled", "resilient.retry.delay")
+    timed_out = [
+        attr(span, "resilient.policy.name")
+        for span in timeouts
+        if attr(span, "resilient.outcome") == "timeout"
+    ]
+    per_attempt = timed_out.count("attempt")
+    cut = [f"{per_attempt} attempt{'s' if per_attempt > 1 else ''}"] if per_attempt else []
+    if "total" in timed_out:
+        cut.append("total")
+    fallback = event_values(by_name["resilient.fallback"], "resilient.fallback.used", "error.type")
+    return [
+        str(call),
+        str(len(by_name["resilient.retry.attempt"])),
+        ", ".join(f"{d * 1000:.0f} ms" for d in delays if isinstance(d, int | float)) or "-",
+        " + ".join(cut) or "-",
+        ", ".join(str(attr(span, "resilient.outcome")) for span in retries),
+        f"yes ({fallback[0]})" if fallback else "no",
+        result,
+        ms(elapsed(spans)),
+    ]
 
 
-def print_table(rows: Sequence[Row]) -> None:
-    headers = (
-        "call",
-        "attempts",
-        "delays slept",
-        "timeouts",
-        "retry outcome",
-        "fallback",
-        "result",
-        "elapsed",
-    )
-    lines = []
-    for row in rows:
-        n = row.attempt_timeouts
-        timeouts = f"{n} attempt{'s' if n > 1 else ''}" if n else "-"
-        if row.total_timeout:
-            timeouts = ("" if timeouts == "-" else timeouts + " + ") + "total"
-        delays = ", ".join(f"{d * 1000:.0f} ms" for d in row.delays) or "-"
-        lines.append(
-            (
-                str(row.call),
-                str(row.attempts),
-                delays,
-                timeouts,
-                row.retry_outcome,
-                "yes" if row.fallback else "no",
-                row.result,
-                f"{round(row.elapsed, 2) * 1000:.0f} ms",
-            )
-        )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-
-
-async def main() -> int:
+async def timeouts_retries_fallback() -> None:
     service = FlakyService(SEED)
-    policy = build_policy(SEED)
+    policy = Pipeline(
+        Fallback(value="cached"),  # outermost: answers when everything below gave up
+        Timeout(TOTAL_TIMEOUT, name="total"),  # bounds the whole call; its deadline flows down
+        Retry(
+            attempts=3,
+            backoff=Backoff(initial=0.05, max_delay=0.2, rng=random.Random(SEED)),
+        ),
+        Timeout(ATTEMPT_TIMEOUT, name="attempt"),  # bounds each attempt
+        name="get_price",
+    )
     get_price = policy(service.get_price)
 
     print(
-        f"Pipeline(Fallback(value='cached'), Timeout({TOTAL_TIMEOUT}), Retry(attempts=3),"
-        f" Timeout({ATTEMPT_TIMEOUT}))\naround a service that fails 30 % of the time and"
+        f"1. Pipeline(Fallback(value='cached'), Timeout({TOTAL_TIMEOUT}), Retry(attempts=3),"
+        f" Timeout({ATTEMPT_TIMEOUT}))\n   around a service that fails 30 % of the time and"
         f" stalls for {SLOW * 1000:.0f} ms 20 % of the time.\n"
     )
     rows = []
-    started = time.perf_counter()
     for call in range(1, CALLS + 1):
+        result, spans = await traced(lambda call=call: get_price(f"sku-{call}"))
+        rows.append(retry_row(call, result, spans))
+    headers = ("call", "attempts", "delays slept", "timeouts", "retry outcome", "fallback")
+    print_table((*headers, "result", "elapsed"), rows)
+    print(RETRY_LEGEND.format(total=TOTAL_TIMEOUT, attempt=ATTEMPT_TIMEOUT))
+
+
+# -- 2. a circuit breaker --------------------------------------------------------------
+
+
+async def circuit_breaker() -> None:
+    down = True
+
+    async def get_stock() -> str:
+        await asyncio.sleep(0.001)
+        if down:
+            raise ServiceUnavailable("inventory")
+        return "12 in stock"
+
+    breaker = CircuitBreaker(
+        "inventory", failure_ratio=0.5, minimum_calls=4, window=10.0, break_duration=0.05
+    )
+    print(
+        "\n2. CircuitBreaker('inventory', failure_ratio=0.5, minimum_calls=4,"
+        " break_duration=0.05)\n   around an inventory service that is down for a while.\n"
+    )
+    rows = []
+    for call in range(1, 10):
+        if call == 7:
+            await asyncio.sleep(0.06)  # the break duration passes ...
+            down = False  # ... and the service is back
+        result, spans = await traced(lambda: breaker.call(get_stock))
+        (span,) = spans_by_name(spans)["resilient.circuit_breaker"]
+        moves = [
+            f"{(e.attributes or {}).get('resilient.circuit_breaker.from')} -> "
+            f"{(e.attributes or {}).get('resilient.circuit_breaker.to')}"
+            for s in spans
+            for e in s.events
+            if e.name == "resilient.circuit_breaker.transition"
+        ]
+        rows.append(
+            [
+                str(call),
+                str(attr(span, "resilient.outcome")),
+                ", ".join(moves) or "-",
+                result,
+            ]
+        )
+    print_table(("call", "breaker outcome", "transition", "result"), rows)
+    print(
+        "\nAfter 4 failures the breaker opens and turns calls away without calling the service"
+        "\n(CircuitOpenError). Once the break is over, one probe is let through; it succeeds,"
+        "\nand the breaker closes."
+    )
+
+
+# -- 3. a rate limiter -----------------------------------------------------------------
+
+
+async def rate_limiter() -> None:
+    async def search() -> str:
+        return "results"
+
+    limiter = RateLimiter(5, per=1.0, name="search")
+    print("\n3. RateLimiter(5, per=1.0): a burst of 8 calls at once.\n")
+    rows = []
+    for call in range(1, 9):
         exporter.clear()
-        result = await get_price(f"sku-{call}")
-        rows.append(summarise(call, exporter.get_finished_spans(), result))
-    print_table(rows)
+        try:
+            result = await limiter.call(search)
+            retry_after = "-"
+        except RejectedError as exc:
+            result = type(exc).__name__
+            retry_after = f"{exc.retry_after:.1f} s" if exc.retry_after is not None else "-"
+        (span,) = spans_by_name(exporter.get_finished_spans())["resilient.rate_limit"]
+        rows.append([str(call), str(attr(span, "resilient.outcome")), result, retry_after])
+    print_table(("call", "limiter outcome", "result", "retry after"), rows)
+    print(
+        "\nThe burst of 5 permits is spent at once; the rest are rejected at once (max_wait=0),"
+        "\neach told (retry_after) when the next permit will be free."
+    )
+
+
+async def main() -> int:
+    started = time.perf_counter()
+    await timeouts_retries_fallback()
+    await circuit_breaker()
+    await rate_limiter()
     took = time.perf_counter() - started
-    print(LEGEND.format(total=TOTAL_TIMEOUT, attempt=ATTEMPT_TIMEOUT))
-    print(f"{CALLS} calls in {took:.2f} s; every column was read from the resilient.* spans.")
+    print(f"\nDone in {took:.2f} s; every table was read from the resilient.* spans.")
     return 0
 
 
