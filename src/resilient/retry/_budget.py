@@ -1,0 +1,146 @@
+"""RetryBudget: a pure ledger that keeps retries a bounded fraction of calls."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from resilient._validate import check_non_negative, check_positive
+from resilient._window import RollingCounts
+
+__all__ = ("RetryBudget",)
+
+_CALLS: Final = 0
+_RETRIES: Final = 1
+_BUCKETS: Final = 10
+
+
+class RetryBudget:
+    """Retries may add at most `ratio` of the calls over `window` seconds, plus a floor.
+
+    Args:
+        ratio: retries allowed per call made, over the window (>= 0; default 0.2, i.e. 20 %).
+        min_per_second: retries per second always allowed, so that a quiet service can
+            still retry (>= 0; default 10.0 retries/s).
+        window: the length of the sliding window, in seconds (> 0; default 10.0).
+
+    The guarantee, which holds exactly: whenever the budget admits a retry at time `t`,
+    the retries it admitted in `(t - window, t]` (that one included, refunded ones
+    excluded) number at most `ratio * calls + min_per_second * window`, counting the calls
+    recorded in that same interval. It holds because calls are counted strictly (only
+    those certainly inside the window) and retries generously (every one that may be).
+
+    It is a pure ledger: every method takes `now`, a reading of the caller's monotonic
+    clock, and nothing here awaits. Each `Retry` builds its own budget by default; pass
+    one instance to several `Retry` policies to make them share it.
+
+    Example:
+        >>> budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10.0)
+        >>> for _ in range(4):
+        ...     budget.record_call(now=1.0)
+        >>> [budget.try_spend(now=2.0) for _ in range(3)]
+        [True, True, False]
+    """
+
+    __slots__ = (
+        "_counts",
+        "_floor",
+        "_inv_width",
+        "_pending",
+        "_pending_at",
+        "_pending_bucket",
+        "min_per_second",
+        "ratio",
+        "window",
+    )
+
+    def __init__(
+        self, ratio: float = 0.2, min_per_second: float = 10.0, window: float = 10.0
+    ) -> None:
+        self.ratio = check_non_negative("ratio", ratio)
+        self.min_per_second = check_non_negative("min_per_second", min_per_second)
+        self.window = check_positive("window", window)
+        self._floor = self.min_per_second * self.window
+        self._counts = RollingCounts(self.window, 2, _BUCKETS)
+        # The same value RollingCounts buckets time with, so that `(now * _inv_width) // 1`
+        # names exactly the bucket it would count `now` in.
+        self._inv_width = _BUCKETS / self.window
+        # Calls are counted on every call's happy path, so those of the current bucket are
+        # summed here and handed to the window in one `add` when the bucket changes or
+        # before the window is read: a fraction of the cost of `add` per call.
+        self._pending = 0
+        self._pending_at = 0.0
+        self._pending_bucket = math.nan
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(ratio={self.ratio!r}, min_per_second={self.min_per_second!r}, "
+            f"window={self.window!r})"
+        )
+
+    def record_call(self, now: float) -> None:
+        """Count one call (a first attempt) made at `now`; calls earn retries.
+
+        Example:
+            >>> RetryBudget().record_call(now=0.0)
+        """
+        bucket = (now * self._inv_width) // 1
+        if bucket == self._pending_bucket:
+            self._pending += 1
+            return
+        self._flush()
+        self._pending_bucket = bucket
+        self._pending_at = now
+        self._pending = 1
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._counts.add(self._pending_at, _CALLS, self._pending)
+            self._pending = 0
+
+    def try_spend(self, now: float) -> bool:
+        """Take one retry from the budget at `now`; False when that would overspend it.
+
+        Example:
+            >>> RetryBudget(min_per_second=0.0).try_spend(now=0.0)
+            False
+        """
+        self._flush()
+        counts = self._counts
+        spent = counts.with_edge(now, _RETRIES)
+        earned = counts.recent(now, _CALLS)
+        if spent + 1 > self.ratio * earned + self._floor:
+            return False
+        counts.add(now, _RETRIES)
+        return True
+
+    def refund(self, spent_at: float, now: float) -> None:
+        """Give back the retry taken at `spent_at` (by `try_spend`) when it never ran.
+
+        The retry is uncounted when the refund comes within the same window bucket (a
+        tenth of the window) as the spend, which is where it was counted. Later, it stays
+        counted until it slides out of the window: that errs on the side of retrying less,
+        never more.
+
+        Example:
+            >>> budget = RetryBudget(min_per_second=0.1, window=10.0)
+            >>> budget.try_spend(now=0.0), budget.try_spend(now=0.0)
+            (True, False)
+            >>> budget.refund(spent_at=0.0, now=0.5)
+            >>> budget.try_spend(now=0.5)
+            True
+        """
+        inv_width = self._inv_width
+        if (spent_at * inv_width) // 1 == (now * inv_width) // 1:
+            self._flush()
+            self._counts.add(now, _RETRIES, -1)
+
+    def reset(self) -> None:
+        """Forget every call and retry recorded so far.
+
+        Example:
+            >>> RetryBudget().reset()
+        """
+        self._pending = 0
+        self._pending_bucket = math.nan
+        self._counts.reset()
