@@ -48,8 +48,8 @@ def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
 
 def check_ratio(field: str, value: Any, *, allow_zero: bool = True) -> float:
     """A number in [0, 1] (or (0, 1] when allow_zero is False)."""
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not _is_number(value) or not math.isfinite(value) or not low_ok or value > 1:
+    ok = _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok or value > 1:
         bounds = "[0, 1]" if allow_zero else "(0, 1]"
         raise ValueError(f"{field} must be a number in {bounds}, got {value!r}")
     return float(value)
