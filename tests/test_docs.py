@@ -149,6 +149,28 @@ def test_blocks_are_found_with_their_marks() -> None:
     ]
 
 
+def test_api_reference_covers_every_public_name() -> None:
+    import resilient
+    import resilient.exceptions
+
+    targets = {
+        line.removeprefix(":::").strip()
+        for page in (ROOT / "docs" / "reference").glob("*.md")
+        for line in page.read_text().splitlines()
+        if line.startswith(":::")
+    }
+    missing = [
+        name
+        for name in resilient.__all__
+        if name != "__version__"
+        and f"resilient.{name}" not in targets
+        and not (name in resilient.exceptions.__all__ and "resilient.exceptions" in targets)
+    ]
+    assert not missing, f"add to docs/reference/: {missing}"
+    for module in ("exceptions", "storage", "telemetry", "testing"):
+        assert f"resilient.{module}" in targets, f"add ::: resilient.{module} to docs/reference/"
+
+
 if __name__ == "__main__":
     count = run_page(Path(sys.argv[1]).resolve())
     print(f"{count} snippet(s) ran")
