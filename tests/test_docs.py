@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NO_RUN = "<!-- no-run -->"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
-_PYTHON = {"python", "py", "python3", "pycon"}
+_PYTHON = {"python", "py", "python3"}
 
 
 @dataclass(frozen=True)
