@@ -31,10 +31,19 @@ from resilient.exceptions import RejectedError as RejectedError
 from resilient.exceptions import ResilienceError as ResilienceError
 from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
+from resilient.fallback import Fallback as Fallback
 from resilient.pipeline import Pipeline as Pipeline
+from resilient.rate_limit import RateLimiter as RateLimiter
+from resilient.retry import Attempt as Attempt
+from resilient.retry import Backoff as Backoff
+from resilient.retry import Retry as Retry
+from resilient.retry import RetryBudget as RetryBudget
+from resilient.retry import RetryStatistics as RetryStatistics
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "Attempt",
+    "Backoff",
     "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
@@ -42,12 +51,17 @@ __all__ = (
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "Fallback",
     "LoadShedError",
     "MonotonicClock",
     "Pipeline",
     "RateLimitedError",
+    "RateLimiter",
     "RejectedError",
     "ResilienceError",
+    "Retry",
+    "RetryBudget",
+    "RetryStatistics",
     "StorageUnavailableError",
     "Timeout",
     "TimeoutExceeded",

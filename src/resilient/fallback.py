@@ -1,0 +1,141 @@
+"""Fallback: answer with a substitute when the call fails."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from resilient._policy import Policy
+from resilient._validate import check_name
+from resilient.retry._on import On, exception_filter
+from resilient.telemetry._core import PolicyTelemetry
+
+__all__ = ("Fallback",)
+
+T = TypeVar("T")
+
+EVENT_USED: Final = "resilient.fallback.used"
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Final = _Unset()
+
+
+def _is_async_callable(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+class Fallback(Policy):
+    """Return a substitute when the call fails with an exception `on` matches.
+
+    Args:
+        value: the substitute result (any value, `None` included). Give exactly one of
+            `value` and `handler`.
+        handler: an `async def` taking the exception and returning the substitute, for
+            answers that depend on the error or need I/O (a cache, a default profile).
+        on: what to fall back on: an `Exception` subclass, a tuple of them, or a predicate
+            `(exception) -> bool` (default `Exception`, which includes `RejectedError`:
+            an open breaker or a full bulkhead is a good reason to fall back).
+            Cancellation is never caught.
+        name: names the policy in telemetry (default `"fallback"`).
+        telemetry: `False` silences this policy's spans and metrics.
+
+    Raises:
+        ValueError: neither or both of `value` and `handler`, or a bad `on` or `name`.
+        TypeError: `handler` is not an `async` callable.
+
+    An exception `on` does not match, or one raised by `handler`, propagates unchanged.
+
+    Example:
+        ```python
+        @Fallback(value=[])
+        async def recommendations(user_id: int) -> list[str]: ...
+
+        async def cached_profile(exc: Exception) -> dict:
+            return await cache.get("profile-default")
+
+        profile = await Fallback(handler=cached_profile, on=ConnectionError).call(fetch_profile)
+        ```
+    """
+
+    __slots__ = ("_handler", "_matches", "_telemetry", "_value", "name", "on")
+
+    def __init__(
+        self,
+        value: Any = _UNSET,
+        *,
+        handler: Callable[[Exception], Awaitable[Any]] | None = None,
+        on: On = Exception,
+        name: str | None = None,
+        telemetry: bool = True,
+    ) -> None:
+        if (value is _UNSET) == (handler is None):
+            raise ValueError(
+                "give exactly one of value and handler, got "
+                + ("neither" if handler is None else f"both (value={value!r}, handler={handler!r})")
+            )
+        if handler is not None and not _is_async_callable(handler):
+            raise TypeError(
+                f"handler must be an async callable (exception) -> result, got {handler!r}"
+            )
+        self._value = value
+        self._handler = handler
+        self._matches = exception_filter(on)
+        self.on = on
+        self.name = check_name(name, "fallback")
+        self._telemetry = PolicyTelemetry("fallback", self.name, enabled=telemetry is not False)
+
+    def __repr__(self) -> str:
+        what = f"handler={self._handler!r}" if self._handler is not None else repr(self._value)
+        return f"Fallback({what}, name={self.name!r})"
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        record = self._telemetry.start()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            if not self._matches(exc):
+                if record is not None:
+                    record.end("failure", exc)
+                raise
+            if record is not None:
+                record.event(EVENT_USED, {"error.type": type(exc).__qualname__})
+            handler = self._handler
+            if handler is None:
+                if record is not None:
+                    record.end("fallback")
+                value: T = self._value
+                return value
+            # Awaited inside the except block: an error of the handler chains to `exc`.
+            try:
+                value = await handler(exc)
+            except BaseException as handler_exc:
+                if record is not None:
+                    outcome = "failure" if isinstance(handler_exc, Exception) else "cancelled"
+                    record.end(outcome, handler_exc)
+                raise
+            if record is not None:
+                record.end("fallback")
+            return value
+        except BaseException as exc:
+            if record is not None:
+                record.end("cancelled", exc)
+            raise
+        if record is not None:
+            record.end("success")
+        return result
