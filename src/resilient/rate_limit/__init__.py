@@ -1,0 +1,11 @@
+"""Rate limiting: `RateLimiter`, a GCRA token bucket per key, in memory or in a shared store.
+
+The arithmetic lives in `resilient.rate_limit._gcra` (pure, takes `now`); where the state is
+kept is `resilient.storage`'s business.
+"""
+
+from __future__ import annotations
+
+from resilient.rate_limit._limiter import RateLimiter as RateLimiter
+
+__all__ = ("RateLimiter",)

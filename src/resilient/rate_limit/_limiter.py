@@ -1,0 +1,409 @@
+"""RateLimiter: admit at most `rate` permits per `per` seconds, per key (GCRA)."""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+
+from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._deadline import time_left
+from resilient._policy import Policy
+from resilient._validate import (
+    check_name,
+    check_non_negative,
+    check_positive,
+    check_positive_int,
+)
+from resilient.exceptions import RateLimitedError
+from resilient.telemetry._core import CallRecord, PolicyTelemetry
+
+if TYPE_CHECKING:
+    from resilient.storage import Decision, Store
+
+__all__ = ("RateLimiter",)
+
+T = TypeVar("T")
+
+ALLOWED: Final = "allowed"
+DELAYED: Final = "delayed"
+REJECTED: Final = "rejected"
+ATTR_DECISION: Final = "resilient.rate_limit.decision"
+ATTR_WAIT: Final = "resilient.wait.duration"
+EVENT_DELAYED: Final = "resilient.rate_limit.delayed"
+
+#: Longest a cancelled waiter spends giving its reservation back to a remote store.
+_REFUND_TIMEOUT: Final = 1.0
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+
+
+def _check_key(field: str, key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{field} must be a non-empty string, got {_short_repr.repr(key)}")
+    return key
+
+
+class RateLimiter(Policy):
+    """Admit at most `rate` permits every `per` seconds, with bursts of up to `burst`.
+
+    A token bucket, kept as GCRA (one timestamp per key): the bucket holds `burst`
+    permits and refills one permit every `per / rate` seconds.
+
+    Args:
+        rate: permits per `per` seconds (a number > 0; fractions are fine: `rate=1,
+            per=60` is one a minute).
+        per: the period `rate` is counted over, in seconds (> 0, default 1.0).
+        burst: the bucket size: how many permits may be taken at once after a quiet spell
+            (a whole number >= 1, default `rate` rounded down, at least 1).
+        max_wait: seconds a caller may wait for a permit (>= 0, default 0.0: reject at
+            once rather than block). A caller that waits has reserved its permit, so
+            waiters are served first come, first served. A wait never outlasts the deadline
+            of an enclosing `Timeout`: if it cannot fit, the call is rejected at once.
+        store: where the buckets live (default: a `MemoryStore` of this limiter's own).
+            Limiters sharing a store and a `name` share their buckets.
+        key: the bucket the decorator, `.call()` and `async with` use (a non-empty
+            string, default `"default"`).
+        name: names the policy in telemetry, errors and shared state (default
+            `"rate_limit"`).
+        clock: the time source for waits, and for the default store's decisions
+            (default: the monotonic clock). A shared store decides on its own clock.
+        telemetry: `False` silences this policy's spans and metrics.
+
+    Raises `RateLimitedError` when no permit is available within `max_wait`; its
+    `retry_after` is the exact number of seconds until the request would be admitted.
+
+    A caller cancelled while waiting gives its reservation back only if it is still the
+    latest on that key (nobody reserved after it); otherwise the reservation is kept and
+    simply expires, because giving it back would let a newcomer in ahead of callers already
+    waiting behind it. The limit is never exceeded either way.
+
+    Example:
+        ```python
+        limiter = RateLimiter(100, per=1.0, burst=20)
+
+        @limiter
+        async def call_partner_api(order_id: int) -> dict: ...
+
+        await limiter.acquire(key="tenant-42", cost=5)   # five permits from another bucket
+        left = await limiter.remaining()                 # whole permits available now
+        ```
+    """
+
+    __slots__ = (
+        "_capacity",
+        "_clock",
+        "_decision_attrs",
+        "_default_key",
+        "_emission_interval",
+        "_nowait",
+        "_prefix",
+        "_refund_nowait",
+        "_store",
+        "_telemetry",
+        "burst",
+        "key",
+        "max_wait",
+        "name",
+        "per",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        per: float = 1.0,
+        burst: int | None = None,
+        max_wait: float = 0.0,
+        store: Store | None = None,
+        key: str = "default",
+        name: str | None = None,
+        clock: Clock | None = None,
+        telemetry: bool = True,
+    ) -> None:
+        # Imported here: resilient.storage builds on this package's GCRA module.
+        from resilient.storage import MemoryStore, Store
+
+        self.rate = check_positive("rate", rate)
+        self.per = check_positive("per", per)
+        if burst is None:
+            self.burst = max(1, math.floor(self.rate))
+        else:
+            self.burst = check_positive_int("burst", burst)
+        self.max_wait = check_non_negative("max_wait", max_wait)
+        self.key = _check_key("key", key)
+        self.name = check_name(name, "rate_limit")
+        self._clock = monotonic_clock if clock is None else clock
+        self._emission_interval = self.per / self.rate
+        # The bucket size in seconds, computed once for the memory store's fast path.
+        self._capacity = self.burst * self._emission_interval
+        if store is None:
+            # A private store: no other limiter can reach it, so keys need no namespace.
+            store = MemoryStore(clock=self._clock)
+            self._prefix = ""
+        elif not isinstance(store, Store):
+            raise ValueError(f"store must implement resilient.storage.Store, got {store!r}")
+        else:
+            # Length-prefixed, so no (name, key) pair can collide with another.
+            self._prefix = f"{len(self.name)}:{self.name}:"
+        self._store: Store = store
+        self._default_key = self._prefix + self.key
+        if isinstance(store, MemoryStore):
+            # Bound once: a granted permit is one synchronous call, no await.
+            self._nowait: Callable[[str, float, float], float] | None = store.acquire_nowait
+            self._refund_nowait: Callable[[str, float, float, int], bool] | None = (
+                store.refund_nowait
+            )
+        else:
+            self._nowait = None
+            self._refund_nowait = None
+        self._telemetry = PolicyTelemetry("rate_limit", self.name, enabled=telemetry is not False)
+        base = self._telemetry.attributes
+        self._decision_attrs = {
+            decision: {**base, ATTR_DECISION: decision} for decision in (ALLOWED, DELAYED, REJECTED)
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter({self.rate:g}, per={self.per:g}, burst={self.burst!r}, "
+            f"max_wait={self.max_wait:g}, name={self.name!r})"
+        )
+
+    @property
+    def store(self) -> Store:
+        """Where this limiter's buckets live."""
+        return self._store
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _store_key(self, key: Any) -> str:
+        return self._prefix + _check_key("key", key)
+
+    def _check_cost(self, cost: Any) -> int:
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
+            raise ValueError(f"cost must be a whole number >= 1, got {cost!r}")
+        if cost > self.burst:
+            raise ValueError(
+                f"cost must be at most burst ({self.burst}): {cost} permits could never be "
+                "admitted at once"
+            )
+        return cost
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _count(self, record: CallRecord, decision: str) -> None:
+        record.set(ATTR_DECISION, decision)
+        inst = record.instruments
+        if inst is not None:
+            inst.rate_limit_decisions.add(1, self._decision_attrs[decision])
+
+    def _rejected(
+        self, retry_after: float, cost: int, record: CallRecord | None
+    ) -> RateLimitedError:
+        if record is not None:
+            self._count(record, REJECTED)
+        what = "a permit" if cost == 1 else f"{cost} permits"
+        return RateLimitedError(
+            f"{self.name}: no {what} within the limit of {self.rate:g} per {self.per:g}s; "
+            f"retry after {retry_after:.3g}s",
+            policy=self.name,
+            retry_after=retry_after,
+        )
+
+    async def _admit(self, key: str, cost: int, record: CallRecord | None) -> None:
+        """Take `cost` permits on `key`, waiting if allowed to; raise RateLimitedError."""
+        nowait = self._nowait
+        if nowait is None:
+            await self._admit_slow(key, cost, None, record)
+            return
+        needed = nowait(key, cost * self._emission_interval, self._capacity)
+        if needed:
+            await self._admit_slow(key, cost, needed, record)
+        elif record is not None:
+            self._count(record, ALLOWED)
+
+    async def _admit_slow(
+        self, key: str, cost: int, needed: float | None, record: CallRecord | None
+    ) -> None:
+        # `needed` is the memory store's answer to "admit now?": the seconds to wait, or None
+        # when the store has not been asked yet.
+        limit = self.max_wait
+        left = time_left()
+        if left is not None and left < limit:
+            limit = left
+        if needed is not None and limit <= 0:
+            raise self._rejected(needed, cost, record)
+        decision = await self._store.acquire(
+            key,
+            emission_interval=self._emission_interval,
+            burst=self.burst,
+            cost=cost,
+            max_wait=max(limit, 0.0),
+        )
+        if not decision.allowed:
+            raise self._rejected(decision.retry_after, cost, record)
+        if decision.wait > 0:
+            await self._wait_in_line(key, cost, decision, record)
+        elif record is not None:
+            self._count(record, ALLOWED)
+
+    async def _wait_in_line(
+        self, key: str, cost: int, decision: Decision, record: CallRecord | None
+    ) -> None:
+        wait = decision.wait
+        if record is not None:
+            self._count(record, DELAYED)
+            record.event(EVENT_DELAYED, {ATTR_WAIT: wait})
+            inst = record.instruments
+            if inst is not None:
+                inst.wait.record(wait, self._telemetry.attributes)
+        try:
+            with cancel_scope_after(self._clock, wait):
+                await anyio.sleep_forever()
+        except BaseException:
+            await self._give_back(key, cost, decision.tat)
+            raise
+
+    async def _give_back(self, key: str, cost: int, tat: float) -> None:
+        refund_nowait = self._refund_nowait
+        if refund_nowait is not None:
+            refund_nowait(key, tat, self._emission_interval, cost)
+            return
+        # We are being cancelled: shield the round trip, and bound it, since a store that is
+        # down must not hold the cancellation up.
+        with anyio.move_on_after(_REFUND_TIMEOUT, shield=True):
+            try:
+                await self._store.refund(
+                    key, tat=tat, emission_interval=self._emission_interval, cost=cost
+                )
+            except Exception:
+                # An unrefunded permit just expires; the caller's cancellation is what
+                # must propagate, not a storage error.
+                pass
+
+    # -- faces ------------------------------------------------------------------------------
+
+    async def acquire(self, key: str | None = None, cost: int = 1) -> None:
+        """Take `cost` permits from `key`'s bucket, waiting up to `max_wait` if allowed to.
+
+        Args:
+            key: the bucket (a non-empty string; default: the limiter's `key`).
+            cost: permits to take (a whole number, 1 <= cost <= burst).
+
+        Raises:
+            RateLimitedError: no permits within `max_wait` (or before the enclosing
+                deadline); `retry_after` says when they will be there.
+            ValueError: `key` is not a non-empty string, or `cost` is out of range.
+
+        Example:
+            ```python
+            limiter = RateLimiter(10, per=1.0)
+            await limiter.acquire()                       # one permit, default bucket
+            await limiter.acquire(key="user:7", cost=3)   # three, from user 7's bucket
+            ```
+        """
+        store_key = self._default_key if key is None else self._store_key(key)
+        if cost != 1 or type(cost) is not int:
+            cost = self._check_cost(cost)
+        record = self._telemetry.start()
+        if record is None:
+            nowait = self._nowait
+            if nowait is None:
+                await self._admit_slow(store_key, cost, None, None)
+            else:
+                needed = nowait(store_key, cost * self._emission_interval, self._capacity)
+                if needed:
+                    await self._admit_slow(store_key, cost, needed, None)
+            return
+        try:
+            await self._admit(store_key, cost, record)
+        except RateLimitedError as error:
+            record.end(REJECTED, error)
+            raise
+        except BaseException as exc:
+            record.end(_outcome_of(exc), exc)
+            raise
+        record.end("success")
+
+    async def remaining(self, key: str | None = None) -> int:
+        """Whole permits that `key`'s bucket could hand out right now, without waiting.
+
+        Args:
+            key: the bucket (default: the limiter's `key`).
+
+        Example:
+            ```python
+            limiter = RateLimiter(5)
+            await limiter.acquire(cost=2)
+            assert await limiter.remaining() == 3
+            ```
+        """
+        store_key = self._default_key if key is None else self._store_key(key)
+        return await self._store.peek(
+            store_key, emission_interval=self._emission_interval, burst=self.burst
+        )
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        record = self._telemetry.start()
+        if record is not None:
+            return await self._run_recorded(record, fn, args, kwargs)
+        nowait = self._nowait
+        if nowait is None:
+            await self._admit_slow(self._default_key, 1, None, None)
+        else:
+            needed = nowait(self._default_key, self._emission_interval, self._capacity)
+            if needed:
+                await self._admit_slow(self._default_key, 1, needed, None)
+        return await fn(*args, **kwargs)
+
+    async def _run_recorded(
+        self,
+        record: CallRecord,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        try:
+            await self._admit(self._default_key, 1, record)
+        except RateLimitedError as error:
+            record.end(REJECTED, error)
+            raise
+        except BaseException as exc:
+            record.end(_outcome_of(exc), exc)
+            raise
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            record.end(_outcome_of(exc), exc)
+            raise
+        record.end("success")
+        return result
+
+    async def __aenter__(self) -> RateLimiter:
+        """Take one permit from the default bucket; the block then runs unhindered."""
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+def _outcome_of(exc: BaseException) -> str:
+    return "failure" if isinstance(exc, Exception) else "cancelled"
