@@ -48,7 +48,7 @@ class RetryBudget:
         "_inv_width",
         "_pending",
         "_pending_at",
-        "_pending_bucket",
+        "_pending_until",
         "min_per_second",
         "ratio",
         "window",
@@ -65,12 +65,15 @@ class RetryBudget:
         # The same value RollingCounts buckets time with, so that `(now * _inv_width) // 1`
         # names exactly the bucket it would count `now` in.
         self._inv_width = _BUCKETS / self.window
-        # Calls are counted on every call's happy path, so those of the current bucket are
-        # summed here and handed to the window in one `add` when the bucket changes or
-        # before the window is read: a fraction of the cost of `add` per call.
+        # Calls are counted on every call's happy path, so those of one bucket are summed
+        # here and handed to the window in one `add` (at the time of the first of them)
+        # when the bucket ends or before the window is read: a fraction of the cost of
+        # `add` per call. Should float rounding put `_pending_until` a hair past the real
+        # bucket edge, a call just after the edge is counted in the earlier bucket and so
+        # leaves the window earlier: the budget can only err towards fewer retries.
         self._pending = 0
         self._pending_at = 0.0
-        self._pending_bucket = math.nan
+        self._pending_until = -math.inf
 
     def __repr__(self) -> str:
         return (
@@ -84,13 +87,13 @@ class RetryBudget:
         Example:
             >>> RetryBudget().record_call(now=0.0)
         """
-        bucket = (now * self._inv_width) // 1
-        if bucket == self._pending_bucket:
+        if now < self._pending_until:
             self._pending += 1
             return
         self._flush()
-        self._pending_bucket = bucket
+        bucket = (now * self._inv_width) // 1
         self._pending_at = now
+        self._pending_until = (bucket + 1) / self._inv_width
         self._pending = 1
 
     def _flush(self) -> None:
@@ -142,5 +145,5 @@ class RetryBudget:
             >>> RetryBudget().reset()
         """
         self._pending = 0
-        self._pending_bucket = math.nan
+        self._pending_until = -math.inf
         self._counts.reset()
