@@ -312,7 +312,9 @@ def summarise(
         if len(group.reference) == 1
         else f"sum of the {len(group.reference)} peers above, measured one by one"
     )
-    goals_by_case = {goal.case: goal for goal in group.goals}
+    # The table's ratio column is against the reference; a goal against anything else (the
+    # pipeline's nested stack) shows in the summary only.
+    goals_by_case = {goal.case: goal for goal in group.goals if goal.versus == group.reference}
     headers = [*STANDARD_HEADERS]
     headers[4] = "ratio vs " + (group.reference_label or reference_label)
 
@@ -327,8 +329,7 @@ def summarise(
         s = stats[name]
         case_added = added.get(name)
         goal = goals_by_case.get(name)
-        versus = reference_added if goal is None else summed(goal.versus)
-        r = None if name == BARE else ratio(case_added, versus)
+        r = None if name == BARE else ratio(case_added, reference_added)
         rows.append(
             [
                 f"**{name}**" if case.ours else name,
