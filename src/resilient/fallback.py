@@ -8,7 +8,7 @@ from typing import Any, Final, TypeVar
 
 from resilient._policy import Policy
 from resilient._validate import check_name
-from resilient.retry._on import On, exception_filter
+from resilient._on import On, exception_filter
 from resilient.telemetry._core import PolicyTelemetry
 
 __all__ = ("Fallback",)

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
 from resilient._clock import Clock, monotonic_clock
+from resilient._on import exception_filter
 from resilient._policy import Policy
 from resilient._validate import (
     check_bool,
@@ -76,32 +77,6 @@ class CircuitBreakerMetrics:
     slow_calls: int
     failure_ratio: float
     slow_call_ratio: float
-
-
-def _exception_filter(on: Any) -> Callable[[BaseException], bool]:
-    """Validate `on=` and turn it into a predicate."""
-    if isinstance(on, type):
-        on = (on,)
-    if isinstance(on, tuple):
-        if not on or not all(isinstance(t, type) and issubclass(t, Exception) for t in on):
-            raise ValueError(
-                "on must be an Exception subclass, a non-empty tuple of them, or a predicate "
-                f"(exception) -> bool; got {on!r} (cancellation and other BaseExceptions "
-                "are never counted)"
-            )
-        types: tuple[type[Exception], ...] = on
-
-        def matches(exc: BaseException) -> bool:
-            return isinstance(exc, types)
-
-        return matches
-    if callable(on):
-        predicate: Callable[[BaseException], object] = on
-        return lambda exc: bool(predicate(exc))
-    raise ValueError(
-        "on must be an Exception subclass, a tuple of them, or a predicate "
-        f"(exception) -> bool; got {on!r}"
-    )
 
 
 def _optional_callable(field: str, value: Any) -> Any:
@@ -230,7 +205,7 @@ class CircuitBreaker(Policy):
         half_open_calls = check_positive_int("half_open_calls", half_open_calls)
         self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
         slow_call_ratio = check_ratio("slow_call_ratio", slow_call_ratio, allow_zero=False)
-        self._is_failure = _exception_filter(on)
+        self._is_failure = exception_filter(on)
         self._on_result = _optional_callable("on_result", on_result)
         self._on_state_change = _optional_callable("on_state_change", on_state_change)
         if store is not None:
