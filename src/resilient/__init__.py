@@ -4,7 +4,7 @@ Timeouts, retries with jittered backoff and a retry budget, circuit breakers, bu
 rate limits and fallbacks, composable in a `Pipeline`, usable as decorators, through
 `.call()`, or as `async with` blocks, on asyncio and trio, with OpenTelemetry built in.
 
-Example:
+Examples:
     ```python
     from resilient import Pipeline, Retry, Timeout
 

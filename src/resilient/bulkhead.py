@@ -68,7 +68,7 @@ class Bulkhead(Policy):
     so a newcomer never jumps the queue. A waiter that is cancelled leaves the queue, and
     one cancelled just after it was handed a slot passes the slot on; no slot is ever lost.
 
-    Example:
+    Examples:
         ```python
         bulkhead = Bulkhead(10, max_waiting=20, max_wait=0.5)
 

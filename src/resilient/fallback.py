@@ -56,7 +56,7 @@ class Fallback(Policy):
 
     An exception `on` does not match, or one raised by `handler`, propagates unchanged.
 
-    Example:
+    Examples:
         ```python
         @Fallback(value=[])
         async def recommendations(user_id: int) -> list[str]: ...

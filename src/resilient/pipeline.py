@@ -27,7 +27,7 @@ class Pipeline(Policy):
     Order matters, so a pipeline is an ordered list rather than an operator: a `Timeout`
     outside a `Retry` bounds all attempts together, one inside bounds each attempt.
 
-    Example:
+    Examples:
         ```python
         standard = Pipeline(
             RateLimiter(100),            # admit at most 100 calls/s

@@ -47,7 +47,7 @@ class FakeClock:
     time from outside, for example from the test body while a task waits. A `Timeout` built
     with this clock expires when the clock passes its deadline, whichever of the two moved it.
 
-    Example:
+    Examples:
         >>> clock = FakeClock()
         >>> clock.advance(1.5)
         >>> clock.now()

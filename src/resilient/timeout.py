@@ -167,7 +167,7 @@ class Timeout(Policy):
     is published to everything inside the call: a `Retry` will not start a sleep that
     cannot finish before it, and a bulkhead or rate limiter waits at most until it.
 
-    Example:
+    Examples:
         ```python
         timeout = Timeout(2.5)
 

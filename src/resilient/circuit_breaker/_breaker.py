@@ -64,7 +64,7 @@ class CircuitBreakerMetrics:
         failure_ratio: `failures / calls`, 0.0 when the window is empty.
         slow_call_ratio: `slow_calls / calls`, 0.0 when the window is empty.
 
-    Example:
+    Examples:
         ```python
         m = breaker.metrics()
         print(f"{m.state}: {m.failures}/{m.calls} failed ({m.failure_ratio:.0%})")
@@ -136,7 +136,7 @@ class CircuitBreaker(Policy):
     that calls that dependency. It holds no lock across calls; its decisions are made
     between awaits, so they are exact under any number of concurrent calls.
 
-    Example:
+    Examples:
         ```python
         breaker = CircuitBreaker("payments", failure_ratio=0.5, break_duration=10)
 
@@ -260,7 +260,7 @@ class CircuitBreaker(Policy):
         An open breaker whose break is over still reads `"open"` until the next call
         arrives and becomes the first probe.
 
-        Example:
+        Examples:
             >>> CircuitBreaker().state == "closed"
             True
         """
@@ -269,7 +269,7 @@ class CircuitBreaker(Policy):
     def force_open(self) -> None:
         """Reject every call with `CircuitOpenError` (`retry_after` None) until `reset()`.
 
-        Example:
+        Examples:
             >>> breaker = CircuitBreaker()
             >>> breaker.force_open()
             >>> breaker.state
@@ -280,7 +280,7 @@ class CircuitBreaker(Policy):
     def disable(self) -> None:
         """Admit every call and count nothing until `reset()` (or `force_open()`).
 
-        Example:
+        Examples:
             >>> breaker = CircuitBreaker()
             >>> breaker.disable()
             >>> breaker.state == "disabled"
@@ -293,7 +293,7 @@ class CircuitBreaker(Policy):
 
         Calls still running from before the reset are not counted.
 
-        Example:
+        Examples:
             >>> breaker = CircuitBreaker()
             >>> breaker.force_open()
             >>> breaker.reset()
@@ -308,7 +308,7 @@ class CircuitBreaker(Policy):
         The window keeps what tripped the breaker while it is open or half-open, and is
         emptied when the breaker closes again.
 
-        Example:
+        Examples:
             >>> CircuitBreaker().metrics().calls
             0
         """

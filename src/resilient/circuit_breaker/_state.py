@@ -27,7 +27,7 @@ __all__ = ("REJECTED", "BreakerCore", "CircuitState", "Transition")
 class CircuitState(enum.StrEnum):
     """The states of a `CircuitBreaker`; each compares equal to its string value.
 
-    Example:
+    Examples:
         >>> CircuitState.HALF_OPEN == "half_open"
         True
     """
@@ -70,7 +70,7 @@ class BreakerCore:
         half_open_calls: probes admitted in half-open; all must succeed to close.
         on_transition: told of each state change after it is complete.
 
-    Example:
+    Examples:
         >>> from resilient.circuit_breaker._windows import CountWindow
         >>> core = BreakerCore(CountWindow(4), failure_ratio=0.5, minimum_calls=2)
         >>> ticket = core.admit(now=0.0)

@@ -59,7 +59,7 @@ class TimeWindow:
     handed to it in one `add` per bucket, when the bucket ends or before anything else
     reads or writes the window: a success then costs a comparison and an increment.
 
-    Example:
+    Examples:
         >>> w = TimeWindow(10.0)
         >>> w.add(0.0, failed=True, slow=False)
         >>> w.add_success(1.0)
@@ -124,7 +124,7 @@ class CountWindow:
     Args:
         size: how many of the most recent outcomes are kept (>= 1).
 
-    Example:
+    Examples:
         >>> w = CountWindow(2)
         >>> w.add(0.0, failed=True, slow=False)
         >>> w.add_success(0.0)

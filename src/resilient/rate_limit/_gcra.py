@@ -41,7 +41,7 @@ class Decision(NamedTuple):
         tat: the key's theoretical arrival time after the decision, on the store's clock.
             A reservation passes it back to `Store.refund` to prove it is still the latest.
 
-    Example:
+    Examples:
         >>> decide(None, 0.0, emission_interval=0.1, burst=10, cost=1, max_wait=0.0)
         Decision(allowed=True, wait=0.0, retry_after=0.0, remaining=9, tat=0.1)
     """
@@ -56,7 +56,7 @@ class Decision(NamedTuple):
 def remaining(tat: float | None, now: float, *, emission_interval: float, burst: int) -> int:
     """Whole permits a request could take at `now` without waiting.
 
-    Example:
+    Examples:
         >>> remaining(0.35, 0.0, emission_interval=0.1, burst=10)
         6
     """
@@ -85,7 +85,7 @@ def decide(
         cost: permits the request takes.
         max_wait: seconds the caller accepts to wait for them (0: admit now or reject).
 
-    Example:
+    Examples:
         >>> decide(1.0, 0.0, emission_interval=0.25, burst=4, cost=1, max_wait=0.0)
         Decision(allowed=False, wait=0.0, retry_after=0.25, remaining=0, tat=1.0)
         >>> decide(1.0, 0.0, emission_interval=0.25, burst=4, cost=1, max_wait=0.5)
@@ -111,7 +111,7 @@ def refund(
     it is kept and simply expires. Returns `(refunded, new_tat)`; `new_tat` is `None` when
     the key is back to a full bucket and may be forgotten.
 
-    Example:
+    Examples:
         >>> refund(0.5, 0.5, 0.0, emission_interval=0.1, cost=2)
         (True, 0.3)
     """

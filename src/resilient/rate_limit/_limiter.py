@@ -84,7 +84,7 @@ class RateLimiter(Policy):
     simply expires, because giving it back would let a newcomer in ahead of callers already
     waiting behind it. The limit is never exceeded either way.
 
-    Example:
+    Examples:
         ```python
         limiter = RateLimiter(100, per=1.0, burst=20)
 
@@ -302,7 +302,7 @@ class RateLimiter(Policy):
                 deadline); `retry_after` says when they will be there.
             ValueError: `key` is not a non-empty string, or `cost` is out of range.
 
-        Example:
+        Examples:
             ```python
             limiter = RateLimiter(10, per=1.0)
             await limiter.acquire()                       # one permit, default bucket
@@ -338,7 +338,7 @@ class RateLimiter(Policy):
         Args:
             key: the bucket (default: the limiter's `key`).
 
-        Example:
+        Examples:
             ```python
             limiter = RateLimiter(5)
             await limiter.acquire(cost=2)

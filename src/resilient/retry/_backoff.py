@@ -48,7 +48,7 @@ class Backoff:
     number of `Retry` policies and concurrent calls. `iter(backoff)` yields the delay before
     retry 1, 2, 3, ... forever; `Retry` asks `delay()` directly instead.
 
-    Example:
+    Examples:
         >>> import random
         >>> list(zip(range(5), Backoff(initial=0.5, max_delay=3.0, jitter="none")))
         [(0, 0.5), (1, 1.0), (2, 2.0), (3, 3.0), (4, 3.0)]
@@ -135,7 +135,7 @@ class Backoff:
     def base(self, retry: int) -> float:
         """The capped exponential delay before retry number `retry` (1-based), unjittered.
 
-        Example:
+        Examples:
             >>> Backoff(initial=1.0, max_delay=5.0).base(3)
             4.0
         """
@@ -156,7 +156,7 @@ class Backoff:
             previous: the delay drawn before the previous retry; only `"decorrelated"`
                 jitter uses it (`None` before the first retry).
 
-        Example:
+        Examples:
             >>> Backoff(jitter="none").delay(2)
             0.2
         """

@@ -34,7 +34,7 @@ class RetryBudget:
     clock, and nothing here awaits. Each `Retry` builds its own budget by default; pass
     one instance to several `Retry` policies to make them share it.
 
-    Example:
+    Examples:
         >>> budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10.0)
         >>> for _ in range(4):
         ...     budget.record_call(now=1.0)
@@ -84,7 +84,7 @@ class RetryBudget:
     def record_call(self, now: float) -> None:
         """Count one call (a first attempt) made at `now`; calls earn retries.
 
-        Example:
+        Examples:
             >>> RetryBudget().record_call(now=0.0)
         """
         if now < self._pending_until:
@@ -104,7 +104,7 @@ class RetryBudget:
     def try_spend(self, now: float) -> bool:
         """Take one retry from the budget at `now`; False when that would overspend it.
 
-        Example:
+        Examples:
             >>> RetryBudget(min_per_second=0.0).try_spend(now=0.0)
             False
         """
@@ -125,7 +125,7 @@ class RetryBudget:
         counted until it slides out of the window: that errs on the side of retrying less,
         never more.
 
-        Example:
+        Examples:
             >>> budget = RetryBudget(min_per_second=0.1, window=10.0)
             >>> budget.try_spend(now=0.0), budget.try_spend(now=0.0)
             (True, False)
@@ -141,7 +141,7 @@ class RetryBudget:
     def reset(self) -> None:
         """Forget every call and retry recorded so far.
 
-        Example:
+        Examples:
             >>> RetryBudget().reset()
         """
         self._pending = 0

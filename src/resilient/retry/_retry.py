@@ -74,7 +74,7 @@ class RetryStatistics:
     A call still running counts in `calls` and in none of the outcomes, so
     `calls == successes + failures + cancelled + <calls in flight>`.
 
-    Example:
+    Examples:
         >>> Retry().statistics.calls
         0
     """
@@ -131,7 +131,7 @@ class Retry(Policy):
     next sleep would not end before `max_duration` or the enclosing `Timeout`'s deadline.
     A sleep never runs past either: the policy gives up before starting it.
 
-    Example:
+    Examples:
         ```python
         retry = Retry(attempts=4, on=(ConnectionError, TimeoutError), name="users")
 
@@ -224,7 +224,7 @@ class Retry(Policy):
     def statistics(self) -> RetryStatistics:
         """A consistent snapshot of the calls, attempts and outcomes so far.
 
-        Example:
+        Examples:
             >>> Retry(attempts=2).statistics.retries
             0
         """
@@ -458,7 +458,7 @@ class Retry(Policy):
         Put everything that belongs to the attempt inside the `with` block: code after
         it still runs when the attempt failed and will be retried.
 
-        Example:
+        Examples:
             ```python
             async for attempt in Retry(attempts=5).attempts():
                 with attempt:
@@ -544,7 +544,7 @@ class Attempt:
     Attributes:
         number: which attempt this is, 1-based.
 
-    Example:
+    Examples:
         ```python
         async for attempt in retry.attempts():
             with attempt:

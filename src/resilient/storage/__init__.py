@@ -4,7 +4,7 @@
 store that shares them between processes plugs in behind the same `Store` protocol: every
 decision is one atomic round trip on the store's own clock.
 
-Example:
+Examples:
     ```python
     from resilient import RateLimiter
     from resilient.storage import MemoryStore

@@ -24,7 +24,7 @@ class Store(Protocol):
     `MemoryStore` keeps state in the process; `RedisStore` (coming) shares it between
     processes. A custom store implements these three coroutines.
 
-    Example:
+    Examples:
         ```python
         from resilient import RateLimiter
         from resilient.storage import MemoryStore

@@ -38,7 +38,7 @@ class MemoryStore:
     awaiting; `RateLimiter` uses them so a granted permit costs no trip through the event
     loop.
 
-    Example:
+    Examples:
         ```python
         from resilient.storage import MemoryStore
 
@@ -105,7 +105,7 @@ class MemoryStore:
         (the exact `retry_after`), and nothing changed. Same decision as `acquire` with
         `max_wait=0`, in units the caller computes once instead of on every call.
 
-        Example:
+        Examples:
             >>> store = MemoryStore()
             >>> store.acquire_nowait("k", 0.5, 1.0)  # half a second of a one-second bucket
             0.0

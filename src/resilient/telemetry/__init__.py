@@ -37,7 +37,7 @@ def configure(*, spans: bool | None = None, metrics: bool | None = None) -> None
 
     Each policy also takes `telemetry=False` to silence only itself.
 
-    Example:
+    Examples:
         >>> import resilient.telemetry
         >>> resilient.telemetry.configure(spans=False)
         >>> resilient.telemetry.configure(spans=True)
