@@ -17,7 +17,7 @@ same job, and check the goals the project set itself.
 - **A tight loop.** A case performs `await f()` (or `async with limiter: await f()`, ...)
   `N` times in a row, where `f` is a trivial `async def` that returns a value. `N` is scaled
   so that one sample takes about 50 ms (between 1,000 and 100,000 calls), after a warm-up.
-- **Interleaved rounds.** Fifteen rounds; in each, every case takes one sample, in an order
+- **Interleaved rounds.** {rounds} rounds; in each, every case takes one sample, in an order
   rotated from round to round, so that drift on the machine (another job, CPU frequency)
   touches every case alike. The garbage collector runs before each round and is off during it.
 - **Median and added cost.** A case's time per call is the median over the rounds (± is the

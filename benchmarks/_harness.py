@@ -88,7 +88,7 @@ class Settings:
     def full(cls) -> Settings:
         return cls(
             target_ns=50_000_000,
-            rounds=15,
+            rounds=21,
             warmup_calls=5_000,
             min_n=1_000,
             max_n=100_000,

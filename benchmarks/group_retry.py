@@ -9,6 +9,7 @@ STAMINA = "stamina @retry(on=Exception, attempts=3)"
 BACKOFF = "backoff @on_exception(expo, Exception, max_tries=3)"
 OURS_DECORATOR = "Retry() decorator"
 OURS_CALL = "retry.call(f)"
+OURS_NO_BUDGET = "Retry(budget=None) decorator"
 
 
 def _tenacity() -> Runner:
@@ -35,6 +36,13 @@ def _ours_decorator() -> Runner:
     return calls(Retry()(bare))
 
 
+def _ours_no_budget() -> Runner:
+    from resilient import Retry
+
+    # For scale: what the default retry budget's bookkeeping costs per call.
+    return calls(Retry(budget=None)(bare))
+
+
 def _ours_call() -> Runner:
     from resilient import Retry
 
@@ -59,6 +67,7 @@ GROUP = Group(
         Case(BACKOFF, _backoff),
         Case(OURS_DECORATOR, _ours_decorator, ours=True),
         Case(OURS_CALL, _ours_call, ours=True),
+        Case(OURS_NO_BUDGET, _ours_no_budget, ours=True),
     ],
     reference=(BACKOFF,),
     reference_label="backoff",

@@ -90,11 +90,12 @@ def environment(command: str) -> str:
     )
 
 
-def write_docs(body: str, env_line: str) -> None:
+def write_docs(body: str, env_line: str, settings: Settings) -> None:
     from _docs import INTRO
 
+    intro = INTRO.format(rounds=settings.rounds)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(f"{INTRO}\n## Results\n\n{env_line}\n\n{body}\n", encoding="utf-8")
+    DOCS.write_text(f"{intro}\n## Results\n\n{env_line}\n\n{body}\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary)
     print(f"\n(measured in {time.perf_counter() - started:.0f} s)")
     if args.write_docs:
-        write_docs("\n\n".join([summary, *sections]), env_line)
+        write_docs("\n\n".join([summary, *sections]), env_line, settings)
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 1 if broken else 0
 
