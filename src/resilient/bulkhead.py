@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -13,9 +12,10 @@ import anyio
 from resilient._clock import Clock, cancel_scope_after, monotonic_clock
 from resilient._deadline import time_left
 from resilient._policy import Policy
+from resilient._task_local import TaskLocalStack
 from resilient._validate import check_name, check_optional_positive, check_positive_int
 from resilient.exceptions import BulkheadFullError
-from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
 __all__ = ("Bulkhead",)
 
@@ -35,16 +35,6 @@ class _Waiter:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.granted = False
-
-
-class _Entered:
-    """What one recorded `async with bulkhead:` block finds again in `__aexit__`."""
-
-    __slots__ = ("record", "token")
-
-    def __init__(self, record: CallRecord | None) -> None:
-        self.record = record
-        self.token: Token[_Entered | None] | None = None
 
 
 class Bulkhead(Policy):
@@ -110,7 +100,9 @@ class Bulkhead(Policy):
         self._telemetry = PolicyTelemetry("bulkhead", self.name, enabled=telemetry is not False)
         self._in_flight = 0
         self._waiters: deque[_Waiter] = deque()
-        self._entered: ContextVar[_Entered | None] | None = None
+        # Only recorded blocks need per-entry state (their telemetry record); a plain
+        # block is pushed only when it nests inside a recorded one, to keep pops in order.
+        self._entered: TaskLocalStack[CallRecord | None] = TaskLocalStack("Bulkhead")
 
     def __repr__(self) -> str:
         return (
@@ -203,7 +195,7 @@ class Bulkhead(Policy):
                 record.end("rejected", error)
                 raise
             except BaseException as exc:
-                record.end(_outcome_of(exc), exc)
+                record.end(outcome_of(exc), exc)
                 raise
         inst = record.instruments
         if inst is not None:
@@ -217,7 +209,7 @@ class Bulkhead(Policy):
         if exc is None:
             record.end("success")
         else:
-            record.end(_outcome_of(exc), exc)
+            record.end(outcome_of(exc), exc)
 
     # -- faces ----------------------------------------------------------------------------
 
@@ -257,24 +249,16 @@ class Bulkhead(Policy):
 
     async def __aenter__(self) -> Bulkhead:
         record = self._telemetry.start()
-        var = self._entered
-        if record is None and (var is None or var.get() is None):
-            # Nothing to find again on exit: releasing a slot needs no per-entry state.
-            if self._in_flight < self.max_concurrent:
-                self._in_flight += 1
-            else:
-                await self._queue(None)
-            return self
-        if var is None:
-            var = self._entered = ContextVar(f"resilient_bulkhead_{id(self)}", default=None)
         if record is not None:
             await self._enter_recorded(record)
-        elif self._in_flight < self.max_concurrent:
+            self._entered.push(record)
+            return self
+        if self._in_flight < self.max_concurrent:
             self._in_flight += 1
         else:
             await self._queue(None)
-        entered = _Entered(record)
-        entered.token = var.set(entered)
+        if not self._entered.empty():
+            self._entered.push(None)
         return self
 
     async def __aexit__(
@@ -283,17 +267,8 @@ class Bulkhead(Policy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        var = self._entered
-        entered = var.get() if var is not None else None
-        if var is None or entered is None or entered.token is None:
-            self._release()
-            return
-        var.reset(entered.token)
-        if entered.record is None:
+        record = None if self._entered.empty() else self._entered.pop()
+        if record is None:
             self._release()
         else:
-            self._exit_recorded(entered.record, exc)
-
-
-def _outcome_of(exc: BaseException) -> str:
-    return "failure" if isinstance(exc, Exception) else "cancelled"
+            self._exit_recorded(record, exc)

@@ -6,10 +6,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
+from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._validate import check_name
-from resilient._on import On, exception_filter
-from resilient.telemetry._core import PolicyTelemetry
+from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Fallback",)
 
@@ -126,7 +126,7 @@ class Fallback(Policy):
                 value = await handler(exc)
             except BaseException as handler_exc:
                 if record is not None:
-                    outcome = "failure" if isinstance(handler_exc, Exception) else "cancelled"
+                    outcome = outcome_of(handler_exc)
                     record.end(outcome, handler_exc)
                 raise
             if record is not None:

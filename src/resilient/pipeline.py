@@ -7,7 +7,7 @@ from typing import Any, Final, TypeVar
 
 from resilient._policy import Policy
 from resilient._validate import check_name
-from resilient.telemetry._core import PolicyTelemetry
+from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Pipeline",)
 
@@ -87,7 +87,7 @@ class Pipeline(Policy):
         try:
             result = await self._outer(target, args, kwargs)
         except BaseException as exc:
-            record.end("failure" if isinstance(exc, Exception) else "cancelled", exc)
+            record.end(outcome_of(exc), exc)
             raise
         record.end("success")
         return result

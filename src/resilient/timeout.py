@@ -6,7 +6,7 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar, Token
+from contextvars import Token
 from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,9 +17,10 @@ from resilient._backend import asyncio_loop, current_task, trio_module
 from resilient._clock import Clock, TimerHandle, monotonic_clock, schedule
 from resilient._deadline import Deadline, current_deadline, remaining
 from resilient._policy import Policy
+from resilient._task_local import TaskLocalStack
 from resilient._validate import check_name, check_positive
 from resilient.exceptions import TimeoutExceeded
-from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
 __all__ = ("Timeout",)
 
@@ -139,7 +140,7 @@ _Scope = _AsyncioScope | _TrioScope | _ClockScope
 class _Entered:
     """What one `async with timeout:` block needs to find again in `__aexit__`."""
 
-    __slots__ = ("deadline_token", "record", "scope", "self_token")
+    __slots__ = ("deadline_token", "record", "scope")
 
     def __init__(
         self,
@@ -150,7 +151,6 @@ class _Entered:
         self.scope = scope
         self.deadline_token = deadline_token
         self.record = record
-        self.self_token: Token[_Entered | None] | None = None
 
 
 class Timeout(Policy):
@@ -194,7 +194,7 @@ class Timeout(Policy):
         self._clock = monotonic_clock if clock is None else clock
         self._native = clock is None or clock is monotonic_clock
         self._telemetry = PolicyTelemetry("timeout", self.name, enabled=telemetry is not False)
-        self._entered: ContextVar[_Entered | None] | None = None
+        self._entered: TaskLocalStack[_Entered] = TaskLocalStack("Timeout")
         self._queue: _DeadlineQueue | None = None
 
     def __repr__(self) -> str:
@@ -252,7 +252,7 @@ class Timeout(Policy):
                     record.end("timeout", error)
                 raise error from exc
             if record is not None:
-                record.end(_outcome_of(exc), exc)
+                record.end(outcome_of(exc), exc)
             raise
         scope.close(None)
         if token is not None:
@@ -262,12 +262,8 @@ class Timeout(Policy):
         return result
 
     async def __aenter__(self) -> Timeout:
-        var = self._entered
-        if var is None:
-            var = self._entered = ContextVar(f"resilient_timeout_{id(self)}", default=None)
         record = self._telemetry.start()
-        entered = _Entered(self._open(), self._publish_deadline(), record)
-        entered.self_token = var.set(entered)
+        self._entered.push(_Entered(self._open(), self._publish_deadline(), record))
         return self
 
     async def __aexit__(
@@ -276,11 +272,7 @@ class Timeout(Policy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        var = self._entered
-        entered = var.get() if var is not None else None
-        if var is None or entered is None or entered.self_token is None:
-            raise RuntimeError("Timeout.__aexit__ without a matching __aenter__ in this task")
-        var.reset(entered.self_token)
+        entered = self._entered.pop()
         timed_out = entered.scope.close(exc)
         if entered.deadline_token is not None:
             current_deadline.reset(entered.deadline_token)
@@ -292,7 +284,7 @@ class Timeout(Policy):
                 record.end("timeout", error)
             raise error from exc
         if record is not None:
-            record.end("success" if exc is None else _outcome_of(exc), exc)
+            record.end("success" if exc is None else outcome_of(exc), exc)
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _DeadlineQueue]] = (
@@ -306,7 +298,3 @@ def _queue_for(timeout: Timeout, loop: asyncio.AbstractEventLoop) -> _DeadlineQu
     if queue is None or queue.seconds != timeout.seconds:
         queue = per_loop[id(timeout)] = _DeadlineQueue(loop, timeout.seconds)
     return queue
-
-
-def _outcome_of(exc: BaseException) -> str:
-    return "failure" if isinstance(exc, Exception) else "cancelled"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
 from resilient._clock import Clock, monotonic_clock
 from resilient._on import exception_filter
 from resilient._policy import Policy
+from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
     check_name,
@@ -47,9 +47,9 @@ ATTR_STATE: Final = "resilient.circuit_breaker.state"
 
 _logger = logging.getLogger("resilient.circuit_breaker")
 
-# What one `async with breaker:` entry keeps until its exit: (ticket, start time, record,
-# the entry it shadows). A tuple rather than an object: one allocation, no class lookup.
-_Entry: TypeAlias = tuple[int, float, CallRecord | None, Any]
+# What one `async with breaker:` entry keeps until its exit: (ticket, start time, record).
+# A tuple rather than an object: one allocation, no class lookup.
+_Entry: TypeAlias = tuple[int, float, CallRecord | None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,9 +237,7 @@ class CircuitBreaker(Policy):
             half_open_calls=half_open_calls,
             on_transition=self._transitioned,
         )
-        self._entry: ContextVar[_Entry | None] = ContextVar(
-            f"resilient_circuit_breaker_{id(self)}", default=None
-        )
+        self._entry: TaskLocalStack[_Entry] = TaskLocalStack("CircuitBreaker")
         self._telemetry = PolicyTelemetry("circuit_breaker", self.name, enabled=telemetry)
         base = self._telemetry.attributes
         self._state_attrs = {s: {**base, ATTR_STATE: s.value} for s in CircuitState}
@@ -353,8 +351,7 @@ class CircuitBreaker(Policy):
         core = self._core
         ticket = core.epoch if core.state is CLOSED else self._admit(record)
         started = 0.0 if self._slow_after is None else self._now()
-        entry = self._entry
-        entry.set((ticket, started, record, entry.get()))
+        self._entry.push((ticket, started, record))
         return self
 
     async def __aexit__(
@@ -363,14 +360,7 @@ class CircuitBreaker(Policy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        var = self._entry
-        entered = var.get()
-        if entered is None:
-            raise RuntimeError(
-                "CircuitBreaker.__aexit__ without a matching __aenter__ in this task"
-            )
-        ticket, started, record, shadowed = entered
-        var.set(shadowed)
+        ticket, started, record = self._entry.pop()
         if exc is not None:
             self._settle_error(ticket, started, exc, record)
         elif self._slow_after is None:

@@ -20,7 +20,7 @@ from resilient._validate import (
     check_positive_int,
 )
 from resilient.exceptions import RateLimitedError
-from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
 if TYPE_CHECKING:
     from resilient.storage import Decision, Store
@@ -328,7 +328,7 @@ class RateLimiter(Policy):
             record.end(REJECTED, error)
             raise
         except BaseException as exc:
-            record.end(_outcome_of(exc), exc)
+            record.end(outcome_of(exc), exc)
             raise
         record.end("success")
 
@@ -381,12 +381,12 @@ class RateLimiter(Policy):
             record.end(REJECTED, error)
             raise
         except BaseException as exc:
-            record.end(_outcome_of(exc), exc)
+            record.end(outcome_of(exc), exc)
             raise
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            record.end(_outcome_of(exc), exc)
+            record.end(outcome_of(exc), exc)
             raise
         record.end("success")
         return result
@@ -403,7 +403,3 @@ class RateLimiter(Policy):
         tb: TracebackType | None,
     ) -> None:
         return None
-
-
-def _outcome_of(exc: BaseException) -> str:
-    return "failure" if isinstance(exc, Exception) else "cancelled"

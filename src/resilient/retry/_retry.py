@@ -19,11 +19,11 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from resilient._clock import Clock, monotonic_clock
 from resilient._deadline import time_left
+from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._validate import check_name, check_optional_positive, check_positive_int
 from resilient.retry._backoff import Backoff
 from resilient.retry._budget import RetryBudget
-from resilient._on import On, exception_filter
 from resilient.telemetry._core import CallRecord, PolicyTelemetry
 
 __all__ = ("Attempt", "AttemptIterator", "Retry", "RetryStatistics")

@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from resilient._version import __version__ as _version
 
-__all__ = ("CallRecord", "PolicyTelemetry", "Settings", "settings")
+__all__ = ("CallRecord", "PolicyTelemetry", "Settings", "outcome_of", "settings")
 
 _SCOPE: Final = "resilient"
 
@@ -27,6 +27,12 @@ ATTR_KIND: Final = "resilient.policy.kind"
 ATTR_NAME: Final = "resilient.policy.name"
 ATTR_OUTCOME: Final = "resilient.outcome"
 ATTR_ERROR_TYPE: Final = "error.type"
+
+
+def outcome_of(error: BaseException) -> str:
+    """The outcome of a call that raised `error`: "failure", or "cancelled" for
+    cancellation and every other BaseException that is not an Exception."""
+    return "failure" if isinstance(error, Exception) else "cancelled"
 
 
 class Settings:

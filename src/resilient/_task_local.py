@@ -1,0 +1,54 @@
+"""Per-task state for `async with policy:` on a policy object that many tasks share."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Generic, TypeVar
+
+__all__ = ("TaskLocalStack",)
+
+S = TypeVar("S")
+
+
+class TaskLocalStack(Generic[S]):
+    """What `__aenter__` hands to `__aexit__` in the same task.
+
+    One policy object serves every task, so per-entry state (a timer, a breaker ticket, a
+    telemetry record) cannot live on it. Each task sees its own stack through a context
+    variable; nested `async with` blocks on the same policy push and pop in order.
+
+    Args:
+        owner: the policy class name, used in the error for an unmatched `__aexit__`.
+    """
+
+    __slots__ = ("_owner", "_var")
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._var: ContextVar[tuple[S, object] | None] = ContextVar(
+            f"resilient_{owner}_entries", default=None
+        )
+
+    def push(self, state: S) -> None:
+        """Remember `state` until the matching `pop()` in this task."""
+        self._var.set((state, self._var.get()))
+
+    def pop(self) -> S:
+        """Take back the state of the innermost open block of this task.
+
+        Raises:
+            RuntimeError: no block is open in this task (an `__aexit__` without its
+                `__aenter__`).
+        """
+        top = self._var.get()
+        if top is None:
+            raise RuntimeError(
+                f"{self._owner}.__aexit__ without a matching __aenter__ in this task"
+            )
+        state, below = top
+        self._var.set(below)  # type: ignore[arg-type]  # `below` is what push() read
+        return state
+
+    def empty(self) -> bool:
+        """True when no block of this policy is open in this task."""
+        return self._var.get() is None
