@@ -149,6 +149,7 @@ class Stats:
     median_ns: float
     spread_ns: float  # median absolute deviation over the rounds
     n: int
+    samples: tuple[float, ...] = ()  # ns per call, one per round, in round order
 
 
 @dataclass
@@ -230,7 +231,7 @@ async def measure(
         values = samples[name]
         median = statistics.median(values)
         spread = statistics.median(abs(v - median) for v in values)
-        stats[name] = Stats(median, spread, sizes[name])
+        stats[name] = Stats(median, spread, sizes[name], tuple(values))
     return stats
 
 
@@ -277,6 +278,13 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator <= 1.0:
         return None
     return numerator / denominator
+
+
+def paired_ratio(numerator: Stats, denominator: Stats) -> float | None:
+    """The median over rounds of numerator / denominator, each round's pair measured back
+    to back: drift between rounds cancels out, which a ratio of medians does not ensure."""
+    pairs = [a / b for a, b in zip(numerator.samples, denominator.samples, strict=False) if b > 0]
+    return statistics.median(pairs) if pairs else None
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
