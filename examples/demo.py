@@ -72,6 +72,11 @@ def attr(span: ReadableSpan, key: str) -> object:
     return (span.attributes or {}).get(key)
 
 
+def outcome(span: ReadableSpan) -> str:
+    # A policy's span carries resilient.outcome only when the call did not succeed.
+    return str((span.attributes or {}).get("resilient.outcome", "success"))
+
+
 def spans_by_name(spans: Sequence[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
     by_name: dict[str, list[ReadableSpan]] = defaultdict(list)
     for span in spans:
@@ -136,9 +141,7 @@ def retry_row(call: int, result: str, spans: Sequence[ReadableSpan]) -> list[str
     timeouts = by_name["resilient.timeout"]
     delays = event_values(retries, "resilient.retry.scheduled", "resilient.retry.delay")
     timed_out = [
-        attr(span, "resilient.policy.name")
-        for span in timeouts
-        if attr(span, "resilient.outcome") == "timeout"
+        attr(span, "resilient.policy.name") for span in timeouts if outcome(span) == "timeout"
     ]
     per_attempt = timed_out.count("attempt")
     cut = [f"{per_attempt} attempt{'s' if per_attempt > 1 else ''}"] if per_attempt else []
@@ -150,7 +153,7 @@ def retry_row(call: int, result: str, spans: Sequence[ReadableSpan]) -> list[str
         str(len(by_name["resilient.retry.attempt"])),
         ", ".join(f"{d * 1000:.0f} ms" for d in delays if isinstance(d, int | float)) or "-",
         " + ".join(cut) or "-",
-        ", ".join(str(attr(span, "resilient.outcome")) for span in retries),
+        ", ".join(outcome(span) for span in retries),
         f"yes ({fallback[0]})" if fallback else "no",
         result,
         ms(elapsed(spans)),
@@ -221,7 +224,7 @@ async def circuit_breaker() -> None:
         rows.append(
             [
                 str(call),
-                str(attr(span, "resilient.outcome")),
+                outcome(span),
                 ", ".join(moves) or "-",
                 result,
             ]
@@ -253,7 +256,7 @@ async def rate_limiter() -> None:
             result = type(exc).__name__
             retry_after = f"{exc.retry_after:.1f} s" if exc.retry_after is not None else "-"
         (span,) = spans_by_name(exporter.get_finished_spans())["resilient.rate_limit"]
-        rows.append([str(call), str(attr(span, "resilient.outcome")), result, retry_after])
+        rows.append([str(call), outcome(span), result, retry_after])
     print_table(("call", "limiter outcome", "result", "retry after"), rows)
     print(
         "\nThe burst of 5 permits is spent at once; the rest are rejected at once (max_wait=0),"

@@ -350,6 +350,20 @@ class RateLimiter(Policy):
             store_key, emission_interval=self._emission_interval, burst=self.burst
         )
 
+    def _admit_nowait(self) -> Callable[[], bool] | None:
+        nowait = self._nowait
+        if nowait is None:
+            return None
+        key, increment, capacity = self._default_key, self._emission_interval, self._capacity
+        quiet = self._telemetry.quiet
+
+        def admit() -> bool:
+            # 0.0 means the permit was taken; anything else changed nothing, and _run then
+            # decides again (waiting, rejecting, recording).
+            return quiet() and not nowait(key, increment, capacity)
+
+        return admit
+
     async def _run(
         self,
         fn: Callable[..., Awaitable[T]],

@@ -441,7 +441,10 @@ class Retry(Policy):
         record = call.record
         if record is not None:
             call.record = None
-            record.set(ATTR_ATTEMPT, call.attempt)
+            if call.attempt > 1:
+                # One attempt is what every call makes; only a retried call says how many
+                # it took (each attribute set on a live span costs the SDK a lock).
+                record.set(ATTR_ATTEMPT, call.attempt)
             record.end(outcome, error)
 
     # -- the block form ------------------------------------------------------------------

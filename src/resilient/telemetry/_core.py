@@ -158,7 +158,16 @@ class PolicyTelemetry:
         enabled: `False` silences this policy whatever the global settings say.
     """
 
-    __slots__ = ("_attrs", "_outcome_attrs", "_tracer", "enabled", "kind", "name", "span_name")
+    __slots__ = (
+        "_attrs",
+        "_outcome_attrs",
+        "_span_attrs",
+        "_tracer",
+        "enabled",
+        "kind",
+        "name",
+        "span_name",
+    )
 
     def __init__(self, kind: str, name: str, *, enabled: bool = True) -> None:
         self.kind = kind
@@ -167,11 +176,14 @@ class PolicyTelemetry:
         self.enabled = enabled
         self._tracer: otel_trace.Tracer | None = None
         self._attrs: dict[str, str] = {ATTR_KIND: kind, ATTR_NAME: name}
+        # Spans carry only the name: their own name already says the kind, and the SDK
+        # charges for every attribute a span is given.
+        self._span_attrs: dict[str, str] = {ATTR_NAME: name}
         self._outcome_attrs: dict[str, dict[str, str]] = {}
 
     @property
     def attributes(self) -> Mapping[str, str]:
-        """The attributes every span and metric of this policy carries."""
+        """The attributes every metric point of this policy carries (kind and name)."""
         return self._attrs
 
     def outcome_attributes(self, outcome: str) -> dict[str, str]:
@@ -189,16 +201,25 @@ class PolicyTelemetry:
             tracer = self._tracer = otel_trace.get_tracer(_SCOPE, _version)
         return tracer
 
+    def quiet(self) -> bool:
+        """True when a call through this policy would record nothing (the `start()` check,
+        without starting anything)."""
+        return (
+            otel_trace._TRACER_PROVIDER is None
+            and otel_metrics_internal._METER_PROVIDER is None
+            and not _FROM_ENV
+        ) or not self.enabled
+
     def start(self, **attributes: Any) -> CallRecord | None:
         """Begin recording one call; `None` when nothing would record it."""
-        if not self.enabled:
-            return None
+        # The "no SDK configured" check comes first, so that with no SDK a policy costs the
+        # same whether its telemetry is on or off: a few attribute reads.
         if (
             otel_trace._TRACER_PROVIDER is None
             and otel_metrics_internal._METER_PROVIDER is None
             and not _FROM_ENV
-        ):
-            return None  # the common "no SDK configured" case, in a few attribute reads
+        ) or not self.enabled:
+            return None
         return self._start(attributes)
 
     def _start(self, attributes: dict[str, Any]) -> CallRecord | None:
@@ -212,7 +233,7 @@ class PolicyTelemetry:
             span = tracer.start_span(
                 self.span_name,
                 kind=SpanKind.INTERNAL,
-                attributes={**self._attrs, **attributes} if attributes else self._attrs,
+                attributes={**self._span_attrs, **attributes} if attributes else self._span_attrs,
             )
             if span.is_recording():
                 token = otel_context.attach(otel_trace.set_span_in_context(span))
@@ -225,7 +246,7 @@ class PolicyTelemetry:
         tracer = self._tracer_or_none() if self.enabled else None
         if tracer is None:
             return None
-        span = tracer.start_span(name, attributes={**self._attrs, **attributes})
+        span = tracer.start_span(name, attributes=attributes)
         return span if span.is_recording() else None
 
     def event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
@@ -235,7 +256,9 @@ class PolicyTelemetry:
             return
         span = otel_trace.get_current_span()
         if span.is_recording():
-            span.add_event(name, {**self._attrs, **attributes} if attributes else self._attrs)
+            span.add_event(
+                name, {**self._span_attrs, **attributes} if attributes else self._span_attrs
+            )
 
 
 class CallRecord:
@@ -268,8 +291,9 @@ class CallRecord:
     def end(self, outcome: str, error: BaseException | None = None) -> None:
         """Close the span and count the call under `outcome`.
 
-        An `error` sets the span status to ERROR with `error.type`, except for cancellation,
-        which is recorded as the outcome `cancelled` and leaves the status unset.
+        Any outcome but "success" is set as `resilient.outcome` on the span. An `error` sets
+        the span status to ERROR with `error.type`, except for cancellation, which leaves
+        the status unset.
         """
         inst = self.instruments
         if inst is not None:
@@ -277,10 +301,15 @@ class CallRecord:
         span = self.span
         if span is None:
             return
-        span.set_attribute(ATTR_OUTCOME, outcome)
-        if error is not None and outcome != "cancelled":
-            span.set_attribute(ATTR_ERROR_TYPE, type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__qualname__))
+        # A successful span carries no outcome attribute (an unset status says it), since
+        # every attribute set on a live span costs the SDK a lock and a copy.
+        if outcome != "success":
+            if error is not None and outcome != "cancelled":
+                error_type = type(error).__qualname__
+                span.set_attributes({ATTR_OUTCOME: outcome, ATTR_ERROR_TYPE: error_type})
+                span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
+            else:
+                span.set_attribute(ATTR_OUTCOME, outcome)
         if self.token is not None:
             otel_context.detach(self.token)  # type: ignore[arg-type]
         span.end()
