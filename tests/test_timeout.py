@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
+import weakref
 
 import anyio
 import pytest
 
+import resilient.timeout as timeout_module
 from resilient import Pipeline, Timeout, TimeoutExceeded, time_left
 from resilient.telemetry import configure
 from resilient.testing import FakeClock
@@ -254,3 +258,43 @@ async def test_shared_deadline_queue_expires_exactly_the_late_calls() -> None:
             tg.start_soon(call, i)
     assert outcomes == {i: "ok" if i % 2 else "timeout" for i in range(30)}
     assert not timeout._queue or not timeout._queue.entries
+
+
+async def test_a_timeout_made_per_call_leaves_nothing_behind() -> None:
+    # Users often write `async with Timeout(5):` per request; nothing global may keep the
+    # policy alive afterwards.
+    timeout = Timeout(30)
+    await timeout.call(returns, 1)
+    async with timeout:
+        pass
+    ref = weakref.ref(timeout)
+    del timeout
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_timeouts_of_one_duration_share_one_deadline_queue() -> None:
+    await Timeout(31).call(returns, 1)
+    queues = timeout_module._queues[asyncio.get_running_loop()]
+    before = dict(queues)
+    for _ in range(500):
+        await Timeout(31).call(returns, 1)
+        async with Timeout(31):
+            pass
+    assert queues == before
+    assert not queues[31.0].entries
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_durations_computed_per_call_do_not_pile_up_timers() -> None:
+    # Past the shared queues' limit, each Timeout gets a private queue that disarms its
+    # loop timer as soon as its last call is over.
+    made = [Timeout(1 + i / 1000) for i in range(timeout_module._MAX_SHARED_QUEUES + 50)]
+    for timeout in made:
+        await timeout.call(returns, 1)
+    queues = timeout_module._queues[asyncio.get_running_loop()]
+    assert len(queues) == timeout_module._MAX_SHARED_QUEUES
+    private = [t._queue for t in made if t._queue is not None and not t._queue.shared]
+    assert len(private) >= 50
+    assert all(q.handle is None and not q.entries for q in private)

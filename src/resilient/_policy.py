@@ -44,7 +44,9 @@ class Policy(ABC):
     Subclasses implement `_run(fn, args, kwargs)`, the coroutine that runs one call.
     """
 
-    __slots__ = ()
+    # Policies are long-lived and shared; registries (health checks, dashboards) may hold
+    # them weakly.
+    __slots__ = ("__weakref__",)
 
     @abstractmethod
     def _run(

@@ -29,30 +29,11 @@ T = TypeVar("T")
 
 _ACTIVE, _DONE, _EXPIRED = 0, 1, 2
 
-
-class _AsyncioScope:
-    """One call's deadline on the running asyncio task, queued in its `_DeadlineQueue`."""
-
-    __slots__ = ("cancelling", "deadline", "queue", "state", "task")
-
-    def __init__(self, queue: _DeadlineQueue, task: asyncio.Task[Any], deadline: float) -> None:
-        self.queue = queue
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.deadline = deadline
-        self.state = _ACTIVE
-
-    def close(self, error: BaseException | None) -> bool:
-        """Leave the deadline; True when its expiry is what ended the call."""
-        if self.state == _ACTIVE:
-            self.state = _DONE
-            entries = self.queue.entries
-            while entries and entries[0].state != _ACTIVE:
-                entries.popleft()
-            return False
-        # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
-        # cancellation meanwhile.
-        return self.task.uncancel() <= self.cancelling and isinstance(error, asyncio.CancelledError)
+# One call's entry in a _DeadlineQueue: [deadline, task, task.cancelling() on entry, state].
+# A list rather than an object: it is built on every call, and a list costs a fraction of
+# an instance with __init__.
+_Entry = list[Any]
+_DEADLINE, _TASK, _CANCELLING, _STATE = range(4)
 
 
 class _DeadlineQueue:
@@ -63,38 +44,60 @@ class _DeadlineQueue:
     (a heap push, a cancelled handle left on the heap) that asyncio.timeout costs per call.
     """
 
-    __slots__ = ("entries", "handle", "loop", "seconds")
+    __slots__ = ("entries", "handle", "loop", "seconds", "shared")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, *, shared: bool) -> None:
         self.loop = loop
         self.seconds = seconds
-        self.entries: deque[_AsyncioScope] = deque()
+        # A shared queue serves every Timeout of this duration on the loop and keeps its
+        # timer armed; a private one disarms it when it empties, so that a Timeout made
+        # per call leaves only a cancelled handle, which the loop purges.
+        self.shared = shared
+        self.entries: deque[_Entry] = deque()
         self.handle: asyncio.TimerHandle | None = None
 
-    def push(self) -> _AsyncioScope:
+    def push(self) -> _Entry:
+        """Start a deadline for the running task."""
         task = current_task(self.loop)
         if task is None:
             raise RuntimeError("Timeout must be used inside an asyncio task")
         # Deadlines are kept on time.monotonic (cheaper to read than loop.time(), which
         # some loops cache per iteration); the timer is armed with a relative delay.
-        scope = _AsyncioScope(self, task, _monotonic() + self.seconds)
-        self.entries.append(scope)
+        entry = [_monotonic() + self.seconds, task, task.cancelling(), _ACTIVE]
+        self.entries.append(entry)
         if self.handle is None:
             self.handle = self.loop.call_later(self.seconds, self._expire_due)
-        return scope
+        return entry
+
+    def leave(self, entry: _Entry, error: BaseException | None) -> bool:
+        """End a deadline; True when its expiry is what ended the call."""
+        if entry[_STATE] == _ACTIVE:
+            entry[_STATE] = _DONE
+            entries = self.entries
+            while entries and entries[0][_STATE] != _ACTIVE:
+                entries.popleft()
+            if not entries and not self.shared and self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+            return False
+        # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
+        # cancellation meanwhile.
+        return entry[_TASK].uncancel() <= entry[_CANCELLING] and isinstance(
+            error, asyncio.CancelledError
+        )
 
     def _expire_due(self) -> None:
         self.handle = None
         entries = self.entries
         now = _monotonic()
         while entries:
-            scope = entries[0]
-            if scope.state == _ACTIVE:
-                if scope.deadline > now:
-                    self.handle = self.loop.call_later(scope.deadline - now, self._expire_due)
+            entry = entries[0]
+            if entry[_STATE] == _ACTIVE:
+                if entry[_DEADLINE] > now:
+                    self.handle = self.loop.call_later(entry[_DEADLINE] - now, self._expire_due)
                     return
-                scope.state = _EXPIRED
-                scope.task.cancel()
+                entry[_STATE] = _EXPIRED
+                entry[_TASK].cancel()
             entries.popleft()
 
 
@@ -134,23 +137,31 @@ class _ClockScope:
         return bool(swallowed) and scope.cancelled_caught
 
 
-_Scope = _AsyncioScope | _TrioScope | _ClockScope
+_Scope = _TrioScope | _ClockScope
 
 
 class _Entered:
-    """What one `async with timeout:` block needs to find again in `__aexit__`."""
+    """What one `async with timeout:` block needs to find again in `__aexit__`: its queue
+    entry on asyncio, or its cancel scope elsewhere."""
 
-    __slots__ = ("deadline_token", "record", "scope")
+    __slots__ = ("deadline_token", "entry", "queue", "record", "scope")
 
     def __init__(
         self,
-        scope: _Scope,
         deadline_token: Token[Deadline | None] | None,
         record: CallRecord | None,
     ) -> None:
-        self.scope = scope
         self.deadline_token = deadline_token
         self.record = record
+        self.queue: _DeadlineQueue | None = None
+        self.entry: _Entry | None = None
+        self.scope: _Scope | None = None
+
+    def close(self, error: BaseException | None) -> bool:
+        if self.queue is not None and self.entry is not None:
+            return self.queue.leave(self.entry, error)
+        assert self.scope is not None
+        return self.scope.close(error)
 
 
 class Timeout(Policy):
@@ -200,22 +211,23 @@ class Timeout(Policy):
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r}, name={self.name!r})"
 
-    def _open(self) -> _Scope:
+    def _queue_on(self, loop: asyncio.AbstractEventLoop) -> _DeadlineQueue:
+        queue = self._queue
+        if queue is None or queue.loop is not loop:
+            # First use on this loop (or on another one: another thread, a later
+            # asyncio.run); calls in flight keep a reference to the queue they joined.
+            queue = self._queue = _queue_for(loop, self.seconds)
+        return queue
+
+    def _open_scope(self) -> _Scope:
+        """A cancel scope for trio, or for a clock that schedules its own timers."""
         if not self._native:
             scope = anyio.CancelScope()
             timer = schedule(self._clock, self._clock.now() + self.seconds, scope.cancel)
             if timer is not None:
                 scope.__enter__()
                 return _ClockScope(scope, timer)
-        loop = asyncio_loop()
-        if loop is None:
-            return _TrioScope(self.seconds)
-        queue = self._queue
-        if queue is None or queue.loop is not loop:
-            # One queue per loop; a Timeout used from another loop (another thread, or a
-            # later asyncio.run) gets its own.
-            queue = self._queue = _queue_for(self, loop)
-        return queue.push()
+        return _TrioScope(self.seconds)
 
     def _publish_deadline(self) -> Token[Deadline | None] | None:
         outer = current_deadline.get()
@@ -231,6 +243,26 @@ class Timeout(Policy):
         error.__cause__ = cause
         return error
 
+    def _ended(
+        self,
+        timed_out: bool,
+        error: BaseException | None,
+        token: Token[Deadline | None] | None,
+        record: CallRecord | None,
+    ) -> TimeoutExceeded | None:
+        """Close the call's books; the TimeoutExceeded to raise when it timed out."""
+        if token is not None:
+            current_deadline.reset(token)
+        if timed_out:
+            assert error is not None
+            timeout_error = self._error(error)
+            if record is not None:
+                record.end("timeout", timeout_error)
+            return timeout_error
+        if record is not None:
+            record.end("success" if error is None else outcome_of(error), error)
+        return None
+
     async def _run(
         self,
         fn: Callable[..., Awaitable[T]],
@@ -239,31 +271,57 @@ class Timeout(Policy):
     ) -> T:
         record = self._telemetry.start()
         token = self._publish_deadline()
-        scope = self._open()
+        loop = asyncio_loop() if self._native else None
+        if loop is None:
+            return await self._run_in_scope(self._open_scope(), token, record, fn, args, kwargs)
+        queue = self._queue
+        if queue is None or queue.loop is not loop:
+            queue = self._queue_on(loop)
+        entry = queue.push()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            timed_out = scope.close(exc)
-            if token is not None:
-                current_deadline.reset(token)
-            if timed_out:
-                error = self._error(exc)
-                if record is not None:
-                    record.end("timeout", error)
-                raise error from exc
-            if record is not None:
-                record.end(outcome_of(exc), exc)
-            raise
-        scope.close(None)
+            error = self._ended(queue.leave(entry, exc), exc, token, record)
+            if error is None:
+                raise
+            raise error from exc
+        queue.leave(entry, None)
+        # The plain success, written out: this is every call's way out.
         if token is not None:
             current_deadline.reset(token)
         if record is not None:
             record.end("success")
         return result
 
+    async def _run_in_scope(
+        self,
+        scope: _Scope,
+        token: Token[Deadline | None] | None,
+        record: CallRecord | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            error = self._ended(scope.close(exc), exc, token, record)
+            if error is None:
+                raise
+            raise error from exc
+        scope.close(None)
+        self._ended(False, None, token, record)
+        return result
+
     async def __aenter__(self) -> Timeout:
-        record = self._telemetry.start()
-        self._entered.push(_Entered(self._open(), self._publish_deadline(), record))
+        entered = _Entered(self._publish_deadline(), self._telemetry.start())
+        loop = asyncio_loop() if self._native else None
+        if loop is None:
+            entered.scope = self._open_scope()
+        else:
+            entered.queue = queue = self._queue_on(loop)
+            entered.entry = queue.push()
+        self._entered.push(entered)
         return self
 
     async def __aexit__(
@@ -273,28 +331,31 @@ class Timeout(Policy):
         tb: TracebackType | None,
     ) -> None:
         entered = self._entered.pop()
-        timed_out = entered.scope.close(exc)
-        if entered.deadline_token is not None:
-            current_deadline.reset(entered.deadline_token)
-        record = entered.record
-        if timed_out:
-            assert exc is not None
-            error = self._error(exc)
-            if record is not None:
-                record.end("timeout", error)
+        error = self._ended(entered.close(exc), exc, entered.deadline_token, entered.record)
+        if error is not None:
             raise error from exc
-        if record is not None:
-            record.end("success" if exc is None else outcome_of(exc), exc)
 
 
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _DeadlineQueue]] = (
+#: The shared deadline queues of each loop, by duration. Timeouts of one duration share a
+#: queue, so a Timeout made per request costs no more than one kept for the process.
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _DeadlineQueue]] = (
     weakref.WeakKeyDictionary()
 )
+#: Past this many distinct durations on one loop (durations computed per call), further
+#: Timeouts get a private queue each.
+_MAX_SHARED_QUEUES = 64
 
 
-def _queue_for(timeout: Timeout, loop: asyncio.AbstractEventLoop) -> _DeadlineQueue:
-    per_loop = _queues.setdefault(loop, {})
-    queue = per_loop.get(id(timeout))
-    if queue is None or queue.seconds != timeout.seconds:
-        queue = per_loop[id(timeout)] = _DeadlineQueue(loop, timeout.seconds)
+def _queue_for(loop: asyncio.AbstractEventLoop, seconds: float) -> _DeadlineQueue:
+    try:
+        per_loop = _queues.get(loop)
+        if per_loop is None:
+            per_loop = _queues[loop] = {}
+    except TypeError:  # a loop that cannot be weakly referenced: nothing is shared there
+        return _DeadlineQueue(loop, seconds, shared=False)
+    queue = per_loop.get(seconds)
+    if queue is None:
+        if len(per_loop) >= _MAX_SHARED_QUEUES:
+            return _DeadlineQueue(loop, seconds, shared=False)
+        queue = per_loop[seconds] = _DeadlineQueue(loop, seconds, shared=True)
     return queue
