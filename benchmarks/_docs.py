@@ -59,6 +59,20 @@ and named under its table; the rest of the group still runs.
 | RateLimiter | `acquire()` and the decorator add at most 0.5x what aiolimiter adds |
 | Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore` |
 
+### Where the per-span goal stands
+
+The SDK goal compares a resilient span with the SDK's *bare* span, which carries no
+attribute. A resilient span must carry one, `resilient.policy.name` (and a Retry attempt's
+span `resilient.retry.attempt`), and with the SDK that one attribute alone makes a span cost
+1.26x to 1.35x a bare one on these machines: the SDK copies and validates every attribute
+under a lock. The table's row "SDK span with the one attribute resilient sets" is that cost,
+measured in the same run. Against it, resilient's own span path adds nothing measurable
+(Timeout's span and that row agree within the noise); resilient already sets nothing else on
+a successful call (no kind, since the span's name says it; no outcome; no attempt count on a
+Retry that did not retry). So the 1.2x goal is met only on runs where the SDK's attribute cost
+happens to measure low, and missed otherwise by the cost of the attribute the telemetry
+contract requires.
+
 ## Running it
 
 ```bash
