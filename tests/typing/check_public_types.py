@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, assert_type
 
-from resilient import Pipeline, Timeout
+from resilient import Bulkhead, CircuitBreaker, Fallback, Pipeline, RateLimiter, Retry, Timeout
 
 
 async def fetch(user_id: int, *, fresh: bool = False) -> dict[str, int]:
@@ -27,3 +27,40 @@ async def check_call_is_typed_by_the_function() -> None:
 async def check_async_with_yields_the_policy() -> None:
     async with Timeout(1) as timeout:
         assert_type(timeout, Timeout)
+
+
+async def check_every_policy_keeps_the_decorated_type() -> None:
+    policies = (
+        Retry(),
+        CircuitBreaker(),
+        Bulkhead(4),
+        RateLimiter(10),
+        Fallback({"id": 0}),
+        Pipeline(RateLimiter(10), Timeout(2), Retry(), CircuitBreaker(), Bulkhead(4)),
+    )
+    for policy in policies:
+        assert_type(await policy(fetch)(1, fresh=True), dict[str, int])
+        assert_type(await policy.call(fetch, 1), dict[str, int])
+
+
+async def check_single_shot_policies_enter_as_themselves() -> None:
+    async with CircuitBreaker() as breaker:
+        assert_type(breaker, CircuitBreaker)
+    async with Bulkhead(2) as bulkhead:
+        assert_type(bulkhead, Bulkhead)
+    async with RateLimiter(5) as limiter:
+        assert_type(limiter, RateLimiter)
+
+
+def check_statistics_and_state_are_typed() -> None:
+    assert_type(Retry().statistics.retries, int)
+    assert_type(CircuitBreaker().metrics().failure_ratio, float)
+    assert_type(Bulkhead(1).in_flight, int)
+
+
+async def check_wrong_arguments_are_type_errors() -> None:
+    # Each ignore is needed: with warn_unused_ignores (strict), mypy fails if a decorator
+    # ever loses the signature and these calls stop being errors.
+    await Retry()(fetch)("not an int")  # type: ignore[arg-type]
+    await Timeout(1).call(fetch, 1, stale=True)  # type: ignore[call-arg]
+    await Pipeline(Retry(), Timeout(1))(fetch)()  # type: ignore[call-arg]
