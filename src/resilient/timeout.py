@@ -110,12 +110,7 @@ class _TrioScope:
         self.scope.__enter__()
 
     def close(self, error: BaseException | None) -> bool:
-        scope = self.scope
-        if error is None:
-            scope.__exit__(None, None, None)
-            return False
-        swallowed = scope.__exit__(type(error), error, error.__traceback__)
-        return bool(swallowed) and scope.cancelled_caught
+        return _exit_scope(self.scope, error)
 
 
 class _ClockScope:
@@ -129,15 +124,19 @@ class _ClockScope:
 
     def close(self, error: BaseException | None) -> bool:
         self.timer.cancel()
-        scope = self.scope
-        if error is None:
-            scope.__exit__(None, None, None)
-            return False
-        swallowed = scope.__exit__(type(error), error, error.__traceback__)
-        return bool(swallowed) and scope.cancelled_caught
+        return _exit_scope(self.scope, error)
 
 
 _Scope = _TrioScope | _ClockScope
+
+
+def _exit_scope(scope: Any, error: BaseException | None) -> bool:
+    """Leave a trio or anyio cancel scope; True when its deadline ended the call."""
+    if error is None:
+        scope.__exit__(None, None, None)
+        return False
+    swallowed = scope.__exit__(type(error), error, error.__traceback__)
+    return bool(swallowed) and bool(scope.cancelled_caught)
 
 
 class _Entered:
