@@ -187,3 +187,19 @@ async def test_telemetry_false_emits_nothing(telemetry: Any, clock: FakeClock) -
     assert telemetry.metric_total("resilient.retry.attempts", policy="r-quiet") == 0
     assert telemetry.metric_total("resilient.calls", policy="r-quiet") == 0
     assert retry.statistics.attempts == 4
+
+
+async def test_breaking_out_of_the_block_form_leaves_no_span_current(
+    telemetry: Any, clock: FakeClock
+) -> None:
+    before = trace.get_current_span()
+    async for attempt in Retry(attempts=3, name="r-break", clock=clock).attempts():
+        with attempt:
+            assert trace.get_current_span().is_recording()  # the attempt's span
+            raise ConnectionError("down")
+        break  # abandon the loop after a failed attempt
+    assert trace.get_current_span() is before
+    # A span made after the loop is not a child of the abandoned call.
+    with trace.get_tracer("test").start_as_current_span("after") as after:
+        pass
+    assert after.parent is None  # type: ignore[attr-defined]

@@ -494,7 +494,9 @@ class AttemptIterator:
     async def __anext__(self) -> Attempt:
         retry = self._retry
         if self._state == _NEW:
-            first = self._call = _Call(retry._now(), retry._telemetry.start())
+            # Detached: a caller may `break` out of the loop, and nothing of this call may
+            # stay attached to its context then. Attempt spans name this span as parent.
+            first = self._call = _Call(retry._now(), retry._telemetry.start_detached())
             if retry._budget is not None:
                 retry._budget.record_call(first.started)
             retry._calls += 1
@@ -605,7 +607,7 @@ def _start_attempt(telemetry: PolicyTelemetry, call: _Call) -> tuple[Span | None
     inst = record.instruments
     if inst is not None:
         inst.retry_attempts.add(1, telemetry.attributes)
-    span = telemetry.child(SPAN_ATTEMPT, **{ATTR_ATTEMPT: call.attempt})
+    span = telemetry.child(SPAN_ATTEMPT, record.span, **{ATTR_ATTEMPT: call.attempt})
     if span is None:
         return None, None
     return span, otel_context.attach(otel_trace.set_span_in_context(span))

@@ -220,9 +220,20 @@ class PolicyTelemetry:
             and not _FROM_ENV
         ) or not self.enabled:
             return None
-        return self._start(attributes)
+        return self._start(attributes, current=True)
 
-    def _start(self, attributes: dict[str, Any]) -> CallRecord | None:
+    def start_detached(self) -> CallRecord | None:
+        """Like `start()`, but the span is not made the current one.
+
+        For a record that outlives the code that starts it (`Retry.attempts()`, which a
+        caller may abandon with `break`): nothing is left attached to the caller's context.
+        Give its span to `child(parent=...)` to nest spans under it.
+        """
+        if self.quiet():
+            return None
+        return self._start({}, current=False)
+
+    def _start(self, attributes: dict[str, Any], *, current: bool) -> CallRecord | None:
         tracer = self._tracer_or_none()
         inst = instruments()
         if tracer is None and inst is None:
@@ -235,18 +246,20 @@ class PolicyTelemetry:
                 kind=SpanKind.INTERNAL,
                 attributes={**self._span_attrs, **attributes} if attributes else self._span_attrs,
             )
-            if span.is_recording():
-                token = otel_context.attach(otel_trace.set_span_in_context(span))
-            else:
+            if not span.is_recording():
                 span = None
+            elif current:
+                token = otel_context.attach(otel_trace.set_span_in_context(span))
         return CallRecord(self, span, token, inst)
 
-    def child(self, name: str, **attributes: Any) -> Span | None:
-        """Start a child span of the current one (for example one retry attempt)."""
+    def child(self, name: str, parent: Span | None = None, **attributes: Any) -> Span | None:
+        """Start a child span (for example one retry attempt) of `parent`, or of the
+        current span when no parent is given."""
         tracer = self._tracer_or_none() if self.enabled else None
         if tracer is None:
             return None
-        span = tracer.start_span(name, attributes=attributes)
+        context = None if parent is None else otel_trace.set_span_in_context(parent)
+        span = tracer.start_span(name, context=context, attributes=attributes)
         return span if span.is_recording() else None
 
     def event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
