@@ -6,7 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from _harness import BARE, Case, Goal, Group, Runner, bare, calls
-from group_rate_limit import RATE
+
+# The same peer runners as in each peer's own group, so both tables measure one thing.
+from group_bulkhead import _semaphore
+from group_circuit_breaker import _purgatory_with as _purgatory
+from group_rate_limit import RATE, _aiolimiter
+from group_retry import _backoff
+from group_timeout import _asyncio_timeout
 
 AIOLIMITER = "aiolimiter `async with`"
 ASYNCIO_TIMEOUT = "asyncio.timeout(10)"
@@ -16,59 +22,6 @@ SEMAPHORE = "asyncio.Semaphore(10)"
 NESTED = "nested peer stack (all five)"
 OURS = "Pipeline(RateLimiter, Timeout, Retry, CircuitBreaker, Bulkhead) decorator"
 PEERS = (AIOLIMITER, ASYNCIO_TIMEOUT, BACKOFF, PURGATORY, SEMAPHORE)
-
-
-def _aiolimiter() -> Runner:
-    from aiolimiter import AsyncLimiter
-
-    limiter = AsyncLimiter(RATE, 1)
-
-    async def run(n: int) -> None:
-        for _ in range(n):
-            async with limiter:
-                await bare()
-
-    return run
-
-
-def _asyncio_timeout() -> Runner:
-    async def run(n: int) -> None:
-        for _ in range(n):
-            async with asyncio.timeout(10):
-                await bare()
-
-    return run
-
-
-def _backoff() -> Runner:
-    import backoff
-
-    return calls(backoff.on_exception(backoff.expo, Exception, max_tries=3)(bare))
-
-
-async def _purgatory() -> Runner:
-    from purgatory import AsyncCircuitBreakerFactory
-
-    factory = AsyncCircuitBreakerFactory()
-    await factory.initialize()
-
-    async def run(n: int) -> None:
-        for _ in range(n):
-            async with await factory.get_breaker("x"):
-                await bare()
-
-    return run
-
-
-def _semaphore() -> Runner:
-    semaphore = asyncio.Semaphore(10)
-
-    async def run(n: int) -> None:
-        for _ in range(n):
-            async with semaphore:
-                await bare()
-
-    return run
 
 
 async def _nested() -> Runner:
