@@ -101,3 +101,18 @@ def test_everything_off_means_no_record(telemetry) -> None:  # type: ignore[no-u
         assert PolicyTelemetry("timeout", "off").start() is None
     finally:
         resilient.telemetry.configure(spans=True, metrics=True)
+
+
+def test_each_recorded_call_adds_one_duration_by_outcome(telemetry) -> None:  # type: ignore[no-untyped-def]
+    tel = PolicyTelemetry("timeout", "durations")
+    for outcome in ("success", "success", "timeout"):
+        record = tel.start()
+        assert record is not None
+        record.end(outcome)
+    assert telemetry.metric_total("resilient.call.duration", policy="durations") == 3
+    assert (
+        telemetry.metric_total(
+            "resilient.call.duration", policy="durations", **{"resilient.outcome": "timeout"}
+        )
+        == 1
+    )

@@ -18,7 +18,7 @@ Spans are named `resilient.<kind>` (`resilient.retry`, `resilient.timeout`, ...)
 | `resilient.bulkhead.queued` | up-down counter | {call} | kind, name |
 | `resilient.wait.duration` | histogram | s | kind, name |
 | `resilient.rate_limit.decisions` | counter | {decision} | kind, name, decision |
-| `resilient.load_shed.requests` | counter | {request} | kind, name |
+| `resilient.load_shed.requests` | counter | {request} | kind, name (load shedding, coming) |
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -277,7 +278,7 @@ class PolicyTelemetry:
 class CallRecord:
     """What one call through a policy records: its span (if any) and its metrics."""
 
-    __slots__ = ("instruments", "span", "telemetry", "token")
+    __slots__ = ("instruments", "span", "started", "telemetry", "token")
 
     def __init__(
         self,
@@ -290,6 +291,8 @@ class CallRecord:
         self.span = span
         self.token = token
         self.instruments = inst
+        # Real elapsed time for resilient.call.duration, whatever clock the policy uses.
+        self.started = perf_counter() if inst is not None else 0.0
 
     def event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Add a span event, when a span is recording."""
@@ -310,7 +313,9 @@ class CallRecord:
         """
         inst = self.instruments
         if inst is not None:
-            inst.calls.add(1, self.telemetry.outcome_attributes(outcome))
+            attributes = self.telemetry.outcome_attributes(outcome)
+            inst.calls.add(1, attributes)
+            inst.duration.record(perf_counter() - self.started, attributes)
         span = self.span
         if span is None:
             return
