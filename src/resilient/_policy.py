@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -90,7 +89,7 @@ class Policy(ABC):
 
             return functools.wraps(fn)(admitted)
 
-        if _markcoroutinefunction is not None and sys.version_info >= (3, 12):
+        if _markcoroutinefunction is not None:
 
             def direct(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
                 return run(fn, args, kwargs)
