@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ("Clock", "MonotonicClock", "TimerHandle", "monotonic_clock")
+__all__ = ("Clock", "MonotonicClock", "TimedScope", "TimerHandle", "is_native", "monotonic_clock")
 
 
 @runtime_checkable
@@ -66,16 +67,51 @@ def schedule(clock: Clock, when: float, callback: Callable[[], object]) -> Timer
     return handle
 
 
-def cancel_scope_after(clock: Clock, seconds: float) -> anyio.CancelScope:
-    """An anyio cancel scope that is cancelled `seconds` from now on `clock`'s time line.
+def is_native(clock: Clock) -> bool:
+    """True for the monotonic clock (any `MonotonicClock`): its time is the event loop's
+    own, so waits on it can use the running backend's native timers."""
+    return clock is monotonic_clock or type(clock) is MonotonicClock
 
-    For waiting paths (a queued bulkhead call, a rate limiter wait): with the default clock
-    it uses the event loop's deadline; with a clock that schedules timers (FakeClock) the
-    clock cancels it. Check `scope.cancelled_caught` after the `with` block.
+
+class TimedScope:
+    """An anyio cancel scope that is cancelled `seconds` after it is built, on `clock`'s
+    time line: the one way every timed wait and `Timeout` meets a clock.
+
+    With the monotonic clock, or a clock that cannot schedule timers, the event loop's own
+    deadline cancels it; with a clock that schedules timers (`FakeClock`) the clock does, and
+    the timer is called off when the scope is left, however it is left, so a finished or
+    cancelled wait leaves no timer behind. Use it as `with TimedScope(clock, s) as scope:`,
+    then read `scope.cancelled_caught`.
     """
-    if clock is monotonic_clock or isinstance(clock, MonotonicClock):
-        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
-    scope = anyio.CancelScope()
-    if schedule(clock, clock.now() + seconds, scope.cancel) is None:
-        scope.deadline = anyio.current_time() + seconds
-    return scope
+
+    __slots__ = ("scope", "timer")
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.scope = anyio.CancelScope()
+        self.timer: TimerHandle | None = None
+        if not is_native(clock):
+            self.timer = schedule(clock, clock.now() + seconds, self.scope.cancel)
+        if self.timer is None:
+            self.scope.deadline = anyio.current_time() + seconds
+
+    @property
+    def cancelled_caught(self) -> bool:
+        """True when the deadline cancelled the code inside."""
+        return self.scope.cancelled_caught
+
+    def __enter__(self) -> TimedScope:
+        self.scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            return bool(self.scope.__exit__(exc_type, exc, tb))
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None

@@ -9,7 +9,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._clock import Clock, TimedScope, monotonic_clock
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
@@ -164,7 +164,7 @@ class Bulkhead(Policy):
             if limit is None:
                 await waiter.event.wait()
             else:
-                with cancel_scope_after(self._clock, limit):
+                with TimedScope(self._clock, limit):
                     await waiter.event.wait()
         except BaseException:
             if waiter.granted:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._clock import Clock, TimedScope, monotonic_clock
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._validate import (
@@ -265,7 +265,7 @@ class RateLimiter(Policy):
             if inst is not None:
                 inst.wait.record(wait, self._telemetry.attributes)
         try:
-            with cancel_scope_after(self._clock, wait):
+            with TimedScope(self._clock, wait):
                 await anyio.sleep_forever()
         except BaseException:
             await self._give_back(key, cost, decision.tat)
