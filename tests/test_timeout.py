@@ -3,13 +3,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import time
 import weakref
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from opentelemetry import trace
 
 import resilient.timeout as timeout_module
 from resilient import Pipeline, Timeout, TimeoutExceeded, time_left
+from resilient._clock import Clock, MonotonicClock
 from resilient.telemetry import configure
 from resilient.testing import FakeClock
 
@@ -298,3 +303,161 @@ async def test_durations_computed_per_call_do_not_pile_up_timers() -> None:
     private = [t._queue for t in made if t._queue is not None and not t._queue.shared]
     assert len(private) >= 50
     assert all(q.handle is None and not q.entries for q in private)
+
+
+# -- regressions: what a Timeout leaves behind -------------------------------------------------
+
+
+class _PlainClock:
+    """A clock that satisfies the Clock protocol and nothing more: no timers of its own."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+async def _nursery_whose_child_fails_while_cancelled() -> None:
+    async def child() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise ValueError("cleanup failed")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+        await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize("face", ["call", "async with"])
+@pytest.mark.parametrize("fake", [True, False], ids=["fake clock", "monotonic clock"])
+async def test_a_scope_exit_that_raises_still_closes_the_deadline_and_the_span(
+    telemetry: Any, face: str, fake: bool
+) -> None:
+    # On trio, leaving the cancel scope re-raises what is left of the task group's
+    # exception group; the Timeout's books must be closed all the same.
+    timeout = Timeout(0.01, name="t-exit-raises", clock=FakeClock() if fake else None)
+
+    async def through_the_timeout() -> None:
+        if face == "call":
+            await timeout.call(_nursery_whose_child_fails_while_cancelled)
+        else:
+            async with timeout:
+                await _nursery_whose_child_fails_while_cancelled()
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await through_the_timeout()
+    assert caught.group_contains(ValueError, match="cleanup failed")
+    assert time_left() is None
+    (span,) = telemetry.spans("resilient.timeout")
+    assert span.end_time is not None
+    assert not trace.get_current_span().is_recording()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_finished_calls_do_not_pin_their_tasks_while_an_older_call_runs() -> None:
+    # One slow call holds the front of the shared deadline queue while many short calls,
+    # each in its own task, go through the same Timeout and return a large result.
+    timeout = Timeout(30)
+    release = anyio.Event()
+
+    class Payload:
+        pass
+
+    results: list[weakref.ref[Payload]] = []
+
+    async def short() -> Payload:
+        payload = Payload()
+        results.append(weakref.ref(payload))
+        return payload
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(timeout.call, release.wait)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(2_000):
+            await asyncio.create_task(timeout.call(short))
+        queue = timeout._queue
+        assert queue is not None
+        # O(1) per finished call while the slow one runs: entries are compacted as they go.
+        assert len(queue.entries) <= timeout_module._COMPACT_MIN
+        await anyio.lowlevel.checkpoint()  # let the loop drop its handle on the last task
+        gc.collect()
+        assert sum(ref() is not None for ref in results) == 0
+        release.set()
+    assert not queue.entries
+
+
+def test_no_event_loop_that_ran_a_timeout_stays_alive() -> None:
+    shared = Timeout(30)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await shared.call(returns, 1)
+        async with shared:
+            pass
+        await Timeout(30).call(returns, 1)
+        await Timeout(7.25).call(returns, 1)  # a timer still armed when the loop closes
+
+    for _ in range(50):
+        asyncio.run(main())
+    gc.collect()
+    assert [ref for ref in loops if ref() is not None] == []
+
+
+@pytest.mark.parametrize(
+    "clock", [MonotonicClock(), _PlainClock()], ids=["MonotonicClock()", "plain"]
+)
+async def test_every_clock_of_the_protocol_works_on_every_backend(clock: Clock) -> None:
+    timeout = Timeout(0.01, clock=clock)
+    assert await timeout.call(returns, 3) == 3
+    with pytest.raises(TimeoutExceeded):
+        await timeout.call(anyio.sleep, 30)
+    with pytest.raises(TimeoutExceeded):
+        async with timeout:
+            await anyio.sleep(30)
+    assert time_left() is None
+
+
+async def test_a_deadline_stops_applying_to_tasks_that_outlive_its_timeout(
+    clock: FakeClock,
+) -> None:
+    spawned = anyio.Event()
+    seen: dict[str, float | None] = {}
+
+    async def background(go: anyio.Event) -> None:
+        seen["while running"] = time_left()
+        spawned.set()
+        await go.wait()
+        seen["after"] = time_left()
+
+    go = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        async with Timeout(10, clock=clock):
+            async with Timeout(0.5, clock=clock):
+                tg.start_soon(background, go)
+                await spawned.wait()
+            await clock.sleep(1)
+            go.set()
+            await anyio.wait_all_tasks_blocked()
+        seen["outer closed"] = time_left()
+    assert seen["while running"] == 0.5
+    # The inner Timeout ended: the task sees the outer one, which is still open...
+    assert seen["after"] == 9.0
+    # ...and once that ends too, no deadline at all.
+    assert seen["outer closed"] is None
+
+
+async def test_code_inside_a_task_group_the_timeout_bounds_keeps_its_deadline(
+    clock: FakeClock,
+) -> None:
+    seen: list[float | None] = []
+
+    async def child() -> None:
+        await clock.sleep(0.25)
+        seen.append(time_left())
+
+    async with Timeout(2, clock=clock), anyio.create_task_group() as tg:
+        tg.start_soon(child)
+    assert seen == [1.75]

@@ -11,11 +11,9 @@ from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
-import anyio
-
 from resilient._backend import asyncio_loop, current_task, trio_module
-from resilient._clock import Clock, TimerHandle, monotonic_clock, schedule
-from resilient._deadline import Deadline, current_deadline, remaining
+from resilient._clock import Clock, TimedScope, is_native, monotonic_clock
+from resilient._deadline import Deadline, close_deadline, open_deadline
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import check_name, check_positive
@@ -35,58 +33,87 @@ _ACTIVE, _DONE, _EXPIRED = 0, 1, 2
 _Entry = list[Any]
 _DEADLINE, _TASK, _CANCELLING, _STATE = range(4)
 
+#: A queue is compacted (finished entries dropped from its middle) when it grows past twice
+#: its live entries, and never below this length.
+_COMPACT_MIN = 64
+
 
 class _DeadlineQueue:
-    """The deadlines of one Timeout's calls on one asyncio loop, in arrival order.
+    """The deadlines of one duration's calls on one asyncio loop, in arrival order.
 
     Every call of a Timeout lasts the same `seconds`, so deadlines arrive already sorted:
     a FIFO and one loop timer armed for the oldest live deadline replace the loop timer
     (a heap push, a cancelled handle left on the heap) that asyncio.timeout costs per call.
+
+    What a finished call leaves behind is O(1) and short-lived: its entry lets go of the
+    task (and so of the task's result) when the call ends, and entries that finished behind
+    a slower, older call are dropped in compactions whose cost is spread over the calls
+    (amortised constant time). The queue holds its loop only weakly, and its timer handle
+    only when it must call the timer off, so that nothing keeps a closed loop alive.
     """
 
-    __slots__ = ("entries", "handle", "loop", "seconds", "shared")
+    __slots__ = ("armed", "compact_at", "entries", "handle", "loop_ref", "seconds", "shared")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, *, shared: bool) -> None:
-        self.loop = loop
+        self.loop_ref = weakref.ref(loop)
         self.seconds = seconds
-        # A shared queue serves every Timeout of this duration on the loop and keeps its
-        # timer armed; a private one disarms it when it empties, so that a Timeout made
-        # per call leaves only a cancelled handle, which the loop purges.
+        # A shared queue serves every Timeout of this duration on the loop and lets its
+        # timer run out when it empties; a private one calls the timer off when it empties,
+        # so that a Timeout made per call leaves only a cancelled handle, which the loop
+        # purges.
         self.shared = shared
         self.entries: deque[_Entry] = deque()
+        self.compact_at = _COMPACT_MIN
+        self.armed = False
         self.handle: asyncio.TimerHandle | None = None
 
-    def push(self) -> _Entry:
-        """Start a deadline for the running task."""
-        task = current_task(self.loop)
+    def push(self, loop: asyncio.AbstractEventLoop) -> _Entry:
+        """Start a deadline for the task running on `loop`."""
+        task = current_task(loop)
         if task is None:
             raise RuntimeError("Timeout must be used inside an asyncio task")
         # Deadlines are kept on time.monotonic (cheaper to read than loop.time(), which
         # some loops cache per iteration); the timer is armed with a relative delay.
         entry = [_monotonic() + self.seconds, task, task.cancelling(), _ACTIVE]
-        self.entries.append(entry)
-        if self.handle is None:
-            self.handle = self.loop.call_later(self.seconds, self._expire_due)
+        entries = self.entries
+        entries.append(entry)
+        if len(entries) > self.compact_at:
+            self._compact()
+        if not self.armed:
+            self._arm(loop, self.seconds)
         return entry
 
     def leave(self, entry: _Entry, error: BaseException | None) -> bool:
         """End a deadline; True when its expiry is what ended the call."""
         if entry[_STATE] == _ACTIVE:
             entry[_STATE] = _DONE
+            entry[_TASK] = None
             entries = self.entries
             while entries and entries[0][_STATE] != _ACTIVE:
                 entries.popleft()
-            if not entries and not self.shared and self.handle is not None:
+            if not entries and self.handle is not None:
                 self.handle.cancel()
                 self.handle = None
+                self.armed = False
             return False
+        task, entry[_TASK] = entry[_TASK], None
         # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
         # cancellation meanwhile.
-        return entry[_TASK].uncancel() <= entry[_CANCELLING] and isinstance(
-            error, asyncio.CancelledError
-        )
+        return task.uncancel() <= entry[_CANCELLING] and isinstance(error, asyncio.CancelledError)
 
-    def _expire_due(self) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self.armed = True
+        handle = loop.call_later(delay, self._expire_due, loop)
+        if not self.shared:
+            self.handle = handle
+
+    def _compact(self) -> None:
+        live = deque(entry for entry in self.entries if entry[_STATE] == _ACTIVE)
+        self.entries = live
+        self.compact_at = max(_COMPACT_MIN, 2 * len(live))
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.armed = False
         self.handle = None
         entries = self.entries
         now = _monotonic()
@@ -94,44 +121,23 @@ class _DeadlineQueue:
             entry = entries[0]
             if entry[_STATE] == _ACTIVE:
                 if entry[_DEADLINE] > now:
-                    self.handle = self.loop.call_later(entry[_DEADLINE] - now, self._expire_due)
+                    self._arm(loop, entry[_DEADLINE] - now)
                     return
                 entry[_STATE] = _EXPIRED
                 entry[_TASK].cancel()
             entries.popleft()
 
 
-class _TrioScope:
-    __slots__ = ("scope",)
-
-    def __init__(self, seconds: float) -> None:
-        trio = trio_module()
-        self.scope = trio.CancelScope(deadline=trio.current_time() + seconds)
-        self.scope.__enter__()
-
-    def close(self, error: BaseException | None) -> bool:
-        return _exit_scope(self.scope, error)
-
-
-class _ClockScope:
-    """A deadline driven by a non-default clock that schedules timers (FakeClock)."""
-
-    __slots__ = ("scope", "timer")
-
-    def __init__(self, scope: anyio.CancelScope, timer: TimerHandle) -> None:
-        self.scope = scope
-        self.timer = timer
-
-    def close(self, error: BaseException | None) -> bool:
-        self.timer.cancel()
-        return _exit_scope(self.scope, error)
-
-
-_Scope = _TrioScope | _ClockScope
+def _open_trio_scope(seconds: float) -> Any:
+    trio = trio_module()
+    scope = trio.CancelScope(deadline=trio.current_time() + seconds)
+    scope.__enter__()
+    return scope
 
 
 def _exit_scope(scope: Any, error: BaseException | None) -> bool:
-    """Leave a trio or anyio cancel scope; True when its deadline ended the call."""
+    """Leave an entered cancel scope (trio's, or a `TimedScope`); True when its deadline
+    ended the call."""
     if error is None:
         scope.__exit__(None, None, None)
         return False
@@ -143,24 +149,20 @@ class _Entered:
     """What one `async with timeout:` block needs to find again in `__aexit__`: its queue
     entry on asyncio, or its cancel scope elsewhere."""
 
-    __slots__ = ("deadline_token", "entry", "queue", "record", "scope")
+    __slots__ = ("deadline", "entry", "queue", "record", "scope", "token")
 
     def __init__(
         self,
-        deadline_token: Token[Deadline | None] | None,
+        deadline: Deadline,
+        token: Token[Deadline | None],
         record: CallRecord | None,
     ) -> None:
-        self.deadline_token = deadline_token
+        self.deadline = deadline
+        self.token = token
         self.record = record
         self.queue: _DeadlineQueue | None = None
         self.entry: _Entry | None = None
-        self.scope: _Scope | None = None
-
-    def close(self, error: BaseException | None) -> bool:
-        if self.queue is not None and self.entry is not None:
-            return self.queue.leave(self.entry, error)
-        assert self.scope is not None
-        return self.scope.close(error)
+        self.scope: Any = None
 
 
 class Timeout(Policy):
@@ -189,7 +191,16 @@ class Timeout(Policy):
         ```
     """
 
-    __slots__ = ("_clock", "_entered", "_native", "_queue", "_telemetry", "name", "seconds")
+    __slots__ = (
+        "_clock",
+        "_entered",
+        "_native",
+        "_queue",
+        "_telemetry",
+        "_what",
+        "name",
+        "seconds",
+    )
 
     def __init__(
         self,
@@ -202,7 +213,9 @@ class Timeout(Policy):
         self.seconds = check_positive("seconds", seconds)
         self.name = check_name(name, "timeout")
         self._clock = monotonic_clock if clock is None else clock
-        self._native = clock is None or clock is monotonic_clock
+        self._native = is_native(self._clock)
+        # What the TimeoutExceeded message calls the call: a named Timeout names itself.
+        self._what = "call" if name is None else f"{self.name!r} call"
         self._telemetry = PolicyTelemetry("timeout", self.name, enabled=telemetry is not False)
         self._entered: TaskLocalStack[_Entered] = TaskLocalStack("Timeout")
         self._queue: _DeadlineQueue | None = None
@@ -212,32 +225,22 @@ class Timeout(Policy):
 
     def _queue_on(self, loop: asyncio.AbstractEventLoop) -> _DeadlineQueue:
         queue = self._queue
-        if queue is None or queue.loop is not loop:
+        if queue is None or queue.loop_ref() is not loop:
             # First use on this loop (or on another one: another thread, a later
             # asyncio.run); calls in flight keep a reference to the queue they joined.
             queue = self._queue = _queue_for(loop, self.seconds)
         return queue
 
-    def _open_scope(self) -> _Scope:
-        """A cancel scope for trio, or for a clock that schedules its own timers."""
-        if not self._native:
-            scope = anyio.CancelScope()
-            timer = schedule(self._clock, self._clock.now() + self.seconds, scope.cancel)
-            if timer is not None:
-                scope.__enter__()
-                return _ClockScope(scope, timer)
-        return _TrioScope(self.seconds)
-
-    def _publish_deadline(self) -> Token[Deadline | None] | None:
-        outer = current_deadline.get()
-        if outer is not None and remaining(outer) <= self.seconds:
-            return None
-        clock = self._clock
-        return current_deadline.set((clock.now() + self.seconds, clock))
+    def _open_scope(self) -> Any:
+        """An entered cancel scope, for every case but asyncio with the monotonic clock:
+        trio's own scope on trio, a `TimedScope` for any other clock."""
+        if self._native:
+            return _open_trio_scope(self.seconds)
+        return TimedScope(self._clock, self.seconds).__enter__()
 
     def _error(self, cause: BaseException) -> TimeoutExceeded:
         error = TimeoutExceeded(
-            f"{self.name} timed out after {self.seconds:g}s", timeout=self.seconds
+            f"{self._what} timed out after {self.seconds:g}s", timeout=self.seconds
         )
         error.__cause__ = cause
         return error
@@ -246,12 +249,12 @@ class Timeout(Policy):
         self,
         timed_out: bool,
         error: BaseException | None,
-        token: Token[Deadline | None] | None,
+        deadline: Deadline,
+        token: Token[Deadline | None],
         record: CallRecord | None,
     ) -> TimeoutExceeded | None:
         """Close the call's books; the TimeoutExceeded to raise when it timed out."""
-        if token is not None:
-            current_deadline.reset(token)
+        close_deadline(deadline, token)
         if timed_out:
             assert error is not None
             timeout_error = self._error(error)
@@ -262,6 +265,22 @@ class Timeout(Policy):
             record.end("success" if error is None else outcome_of(error), error)
         return None
 
+    def _leave_scope(
+        self,
+        scope: Any,
+        error: BaseException | None,
+        deadline: Deadline,
+        token: Token[Deadline | None],
+        record: CallRecord | None,
+    ) -> bool:
+        """Leave the call's cancel scope. Whatever leaving raises (trio re-raises what is
+        left of an exception group), the deadline is closed and the span ended first."""
+        try:
+            return _exit_scope(scope, error)
+        except BaseException as raised:
+            self._ended(False, raised, deadline, token, record)
+            raise
+
     async def _run(
         self,
         fn: Callable[..., Awaitable[T]],
@@ -269,33 +288,35 @@ class Timeout(Policy):
         kwargs: dict[str, Any],
     ) -> T:
         record = self._telemetry.start()
-        token = self._publish_deadline()
+        deadline, token = open_deadline(self._clock.now() + self.seconds, self._clock)
         loop = asyncio_loop() if self._native else None
         if loop is None:
-            return await self._run_in_scope(self._open_scope(), token, record, fn, args, kwargs)
+            return await self._run_in_scope(
+                self._open_scope(), deadline, token, record, fn, args, kwargs
+            )
         queue = self._queue
-        if queue is None or queue.loop is not loop:
+        if queue is None or queue.loop_ref() is not loop:
             queue = self._queue_on(loop)
-        entry = queue.push()
+        entry = queue.push(loop)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            error = self._ended(queue.leave(entry, exc), exc, token, record)
+            error = self._ended(queue.leave(entry, exc), exc, deadline, token, record)
             if error is None:
                 raise
             raise error from exc
         queue.leave(entry, None)
         # The plain success, written out: this is every call's way out.
-        if token is not None:
-            current_deadline.reset(token)
+        close_deadline(deadline, token)
         if record is not None:
             record.end("success")
         return result
 
     async def _run_in_scope(
         self,
-        scope: _Scope,
-        token: Token[Deadline | None] | None,
+        scope: Any,
+        deadline: Deadline,
+        token: Token[Deadline | None],
         record: CallRecord | None,
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
@@ -304,22 +325,25 @@ class Timeout(Policy):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            error = self._ended(scope.close(exc), exc, token, record)
+            timed_out = self._leave_scope(scope, exc, deadline, token, record)
+            error = self._ended(timed_out, exc, deadline, token, record)
             if error is None:
                 raise
             raise error from exc
-        scope.close(None)
-        self._ended(False, None, token, record)
+        self._leave_scope(scope, None, deadline, token, record)
+        self._ended(False, None, deadline, token, record)
         return result
 
     async def __aenter__(self) -> Timeout:
-        entered = _Entered(self._publish_deadline(), self._telemetry.start())
+        record = self._telemetry.start()
+        deadline, token = open_deadline(self._clock.now() + self.seconds, self._clock)
+        entered = _Entered(deadline, token, record)
         loop = asyncio_loop() if self._native else None
         if loop is None:
             entered.scope = self._open_scope()
         else:
             entered.queue = queue = self._queue_on(loop)
-            entered.entry = queue.push()
+            entered.entry = queue.push(loop)
         self._entered.push(entered)
         return self
 
@@ -330,7 +354,12 @@ class Timeout(Policy):
         tb: TracebackType | None,
     ) -> None:
         entered = self._entered.pop()
-        error = self._ended(entered.close(exc), exc, entered.deadline_token, entered.record)
+        deadline, token, record = entered.deadline, entered.token, entered.record
+        if entered.queue is not None and entered.entry is not None:
+            timed_out = entered.queue.leave(entered.entry, exc)
+        else:
+            timed_out = self._leave_scope(entered.scope, exc, deadline, token, record)
+        error = self._ended(timed_out, exc, deadline, token, record)
         if error is not None:
             raise error from exc
 
