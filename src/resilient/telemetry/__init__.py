@@ -19,7 +19,7 @@ point carries `resilient.policy.kind` and `resilient.policy.name`. Metrics:
 | `resilient.bulkhead.queued` | up-down counter | {call} | kind, name |
 | `resilient.wait.duration` | histogram | s | kind, name |
 | `resilient.rate_limit.decisions` | counter | {decision} | kind, name, decision |
-| `resilient.load_shed.requests` | counter | {request} | kind, name (not recorded yet) |
+| `resilient.load_shed.requests` | counter | {request} | kind, name (coming) |
 
 `resilient.load_shed.requests` will count the requests that load shedding turns away. Load
 shedding is coming in a later release; until then nothing records it.
