@@ -7,9 +7,9 @@ The hierarchy::
     │   ├── CircuitOpenError            a circuit breaker is open (or half-open and busy)
     │   ├── BulkheadFullError           a bulkhead has no free slot and no room to wait
     │   ├── RateLimitedError            a rate limiter has no permit within max_wait
-    │   └── LoadShedError               load shedding turned the call away
+    │   └── LoadShedError               reserved for load shedding (coming); never raised yet
     ├── TimeoutExceeded                 a Timeout's deadline passed; also a built-in TimeoutError
-    └── StorageUnavailableError         a shared store is down and the policy says "deny"
+    └── StorageUnavailableError         reserved for stores shared between processes (coming)
 
 Catch `RejectedError` to handle every "the call was never attempted" case at once, for
 example to answer 503 with a `Retry-After` header taken from `retry_after`.
@@ -80,7 +80,12 @@ class RateLimitedError(RejectedError):
 
 
 class LoadShedError(RejectedError):
-    """Raised by load shedding when the service is over its concurrency limit."""
+    """Reserved for load shedding, which is coming in a later release: it will be raised when
+    the service is over its concurrency limit.
+
+    Nothing raises it yet. It is declared now so that code handling every `RejectedError`
+    subclass can already name it.
+    """
 
 
 class TimeoutExceeded(ResilienceError, TimeoutError):
@@ -103,5 +108,10 @@ def _rebuild_timeout(message: str, timeout: float) -> TimeoutExceeded:
 
 
 class StorageUnavailableError(ResilienceError):
-    """A shared store (Redis, for example) could not be reached and the policy was
-    configured with `on_unavailable="deny"`."""
+    """Reserved for stores shared between processes (on Redis), which are coming in a later
+    release: it will be raised when such a store cannot be reached and the store is set to
+    deny calls rather than allow them.
+
+    Nothing raises it yet: the only store today, `resilient.storage.MemoryStore`, lives in the
+    process and is always available.
+    """

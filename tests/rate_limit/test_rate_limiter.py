@@ -148,7 +148,21 @@ async def test_cost_takes_several_permits(clock: FakeClock, store_kind: str) -> 
     with pytest.raises(RateLimitedError) as info:
         await limiter.acquire(cost=5)
     assert info.value.retry_after == pytest.approx(0.2)
-    assert "5 permits" in str(info.value)
+    assert str(info.value) == (
+        "rate limiter 'rate_limit' does not have 5 permits left within its limit of 10 per 1s; "
+        "retry after 0.2s"
+    )
+
+
+async def test_rejection_says_which_limiter_and_when_to_retry(clock: FakeClock) -> None:
+    limiter = RateLimiter(2, name="api", clock=clock)
+    await limiter.acquire(cost=2)
+    clock.advance(0.25)
+    with pytest.raises(RateLimitedError) as info:
+        await limiter.acquire()
+    assert str(info.value) == (
+        "rate limiter 'api' has no permit left within its limit of 2 per 1s; retry after 0.25s"
+    )
 
 
 async def test_remaining_counts_whole_permits_as_they_come_back(clock: FakeClock) -> None:

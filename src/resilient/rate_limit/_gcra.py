@@ -1,7 +1,8 @@
 """GCRA, the generic cell rate algorithm: a token bucket kept as one number per key.
 
-Pure arithmetic, no I/O and no clock of its own: every function takes `now`. Stores (memory,
-Redis) run exactly this decision next to the state they keep.
+Pure arithmetic, no I/O and no clock of its own: every function takes `now`. Stores (the
+memory store, and the Redis store that is coming) run exactly this decision next to the
+state they keep.
 
 A key's whole state is its *theoretical arrival time* `tat`: the moment the bucket would be
 full again. With the emission interval `T = per / rate` (the time one permit takes to come

@@ -209,10 +209,10 @@ class RateLimiter(Policy):
     ) -> RateLimitedError:
         if record is not None:
             self._count(record, REJECTED)
-        what = "a permit" if cost == 1 else f"{cost} permits"
+        what = "has no permit left" if cost == 1 else f"does not have {cost} permits left"
         return RateLimitedError(
-            f"{self.name}: no {what} within the limit of {self.rate:g} per {self.per:g}s; "
-            f"retry after {retry_after:.3g}s",
+            f"rate limiter {self.name!r} {what} within its limit of {self.rate:g} per "
+            f"{self.per:g}s; retry after {retry_after:.3g}s",
             policy=self.name,
             retry_after=retry_after,
         )

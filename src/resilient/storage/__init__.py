@@ -1,8 +1,11 @@
-"""Where shared policies keep their state: the `Store` protocol and its backends.
+"""Where rate limiters keep their state: the `Store` protocol and its in-memory backend.
 
-`MemoryStore` keeps a rate limiter's buckets in this process, bounded in memory. A Redis
-store that shares them between processes plugs in behind the same `Store` protocol: every
-decision is one atomic round trip on the store's own clock.
+`MemoryStore` keeps a rate limiter's buckets in this process, bounded in memory; limiters
+given the same store and the same `name` share their buckets. Every decision is one atomic
+step on the store's own clock.
+
+A store shared between processes (on Redis) is coming in a later release; until then each
+process enforces its own limits. It will plug in behind the same `Store` protocol.
 
 Examples:
     ```python

@@ -13,16 +13,17 @@ __all__ = ("Decision", "Store")
 class Store(Protocol):
     """Per-key GCRA state for `RateLimiter`, behind one interface for every backend.
 
-    Each method is one atomic step against the store, made with the store's own clock: a
-    shared store (Redis) reads the server's time, so processes whose clocks disagree still
-    share one limit. A decision is one round trip; nothing is read, computed and written back
-    in separate steps. The arithmetic is `resilient.rate_limit`'s GCRA (see its module docs).
+    Each method is one atomic step against the store, made with the store's own clock (a
+    store shared between processes, coming with Redis, will read the server's time, so that
+    processes whose clocks disagree still share one limit). A decision is one round trip;
+    nothing is read, computed and written back in separate steps. The arithmetic is
+    `resilient.rate_limit`'s GCRA (see its module docs).
 
     Keys arrive already namespaced by the limiter; any non-empty string is a valid key, and a
     store must keep hostile ones (huge, unicode, control characters) apart and harmless.
 
-    `MemoryStore` keeps state in the process; `RedisStore` (coming) shares it between
-    processes. A custom store implements these three coroutines.
+    `MemoryStore` keeps state in the process; a `RedisStore` that shares it between processes
+    is coming. A custom store implements these three coroutines.
 
     Examples:
         ```python

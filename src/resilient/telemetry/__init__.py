@@ -5,7 +5,8 @@ telemetry after a cheap check; install and configure `opentelemetry-sdk` (or any
 distribution) and spans and metrics appear without further setup.
 
 Spans are named `resilient.<kind>` (`resilient.retry`, `resilient.timeout`, ...) and carry
-`resilient.policy.kind`, `resilient.policy.name` and `resilient.outcome`. Metrics:
+`resilient.policy.name`, and `resilient.outcome` when the call did not succeed; every metric
+point carries `resilient.policy.kind` and `resilient.policy.name`. Metrics:
 
 | instrument | type | unit | attributes |
 |---|---|---|---|
@@ -18,7 +19,10 @@ Spans are named `resilient.<kind>` (`resilient.retry`, `resilient.timeout`, ...)
 | `resilient.bulkhead.queued` | up-down counter | {call} | kind, name |
 | `resilient.wait.duration` | histogram | s | kind, name |
 | `resilient.rate_limit.decisions` | counter | {decision} | kind, name, decision |
-| `resilient.load_shed.requests` | counter | {request} | kind, name (load shedding, coming) |
+| `resilient.load_shed.requests` | counter | {request} | kind, name (coming) |
+
+`resilient.load_shed.requests` will count the requests that load shedding turns away. Load
+shedding is coming in a later release; until then nothing records it.
 """
 
 from __future__ import annotations
