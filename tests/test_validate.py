@@ -1,15 +1,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from resilient import (
+    Backoff,
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    Pipeline,
+    RateLimiter,
+    Retry,
+    RetryBudget,
+    Timeout,
+)
 from resilient._validate import (
     check_non_negative,
     check_positive,
     check_positive_int,
     check_ratio,
+    short_repr,
 )
+from resilient.storage import MemoryStore
 
 
 @pytest.mark.parametrize("value", ["0.5", None, True, math.nan, math.inf, -0.1, 1.5])
@@ -40,3 +55,86 @@ def test_non_negative_rejects_bad_values(value: object) -> None:
 def test_positive_int_rejects_non_integers(value: object) -> None:
     with pytest.raises(ValueError, match="attempts must be a whole number >= 1"):
         check_positive_int("attempts", value)
+
+
+class _LongRepr:
+    """An object whose repr is two kilobytes over many lines, as some clients' are."""
+
+    def __repr__(self) -> str:
+        return "<LongRepr\n" + "\n".join(f"  field_{i} = {'x' * 40}" for i in range(40)) + "\n>"
+
+
+def test_short_repr_keeps_small_values_as_repr_shows_them() -> None:
+    for value in (0, -1.5, math.nan, True, None, "", "  ", "30", (ValueError, "x")):
+        assert short_repr(value) == repr(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [_LongRepr(), "y" * 500, 10**400, 10**5000, [_LongRepr()] * 6, {"k": _LongRepr()}],
+    ids=["multi-line", "long-str", "10**400", "10**5000", "list", "dict"],
+)
+def test_short_repr_fits_on_one_short_line(value: object) -> None:
+    text = short_repr(value)
+    assert len(text) <= 60
+    assert "\n" not in text
+
+
+async def _handler(exc: Exception) -> None:
+    return None
+
+
+LONG: Any = _LongRepr()
+
+#: A constructor call with one wrong argument, whose value has a long multi-line repr: the
+#: field the message must name, and the call.
+REJECTS_LONG: list[tuple[str, str, Callable[[], object]]] = [
+    ("Timeout", "seconds", lambda: Timeout(LONG)),
+    ("Retry", "backoff", lambda: Retry(backoff=LONG)),
+    ("Retry", "on", lambda: Retry(on=LONG)),
+    ("Retry", "on_result", lambda: Retry(on_result=LONG)),
+    ("Retry", "budget", lambda: Retry(budget=LONG)),
+    ("Retry", "max_duration", lambda: Retry(max_duration=LONG)),
+    ("Retry", "clock", lambda: Retry(clock=LONG)),
+    ("Backoff", "initial", lambda: Backoff(initial=LONG)),
+    ("Backoff", "multiplier", lambda: Backoff(multiplier=LONG)),
+    ("Backoff", "jitter", lambda: Backoff(jitter=LONG)),
+    ("Backoff", "rng", lambda: Backoff(rng=LONG)),
+    ("RetryBudget", "ratio", lambda: RetryBudget(ratio=LONG)),
+    ("RetryBudget", "window", lambda: RetryBudget(window=LONG)),
+    ("CircuitBreaker", "name", lambda: CircuitBreaker(LONG)),
+    ("CircuitBreaker", "failure_ratio", lambda: CircuitBreaker(failure_ratio=LONG)),
+    ("CircuitBreaker", "window_calls", lambda: CircuitBreaker(window_calls=LONG)),
+    ("CircuitBreaker", "on", lambda: CircuitBreaker(on=LONG)),
+    ("CircuitBreaker", "on_result", lambda: CircuitBreaker(on_result=LONG)),
+    ("CircuitBreaker", "on_state_change", lambda: CircuitBreaker(on_state_change=LONG)),
+    ("CircuitBreaker", "store", lambda: CircuitBreaker(store=LONG)),
+    ("CircuitBreaker", "clock", lambda: CircuitBreaker(clock=LONG)),
+    ("CircuitBreaker", "telemetry", lambda: CircuitBreaker(telemetry=LONG)),
+    ("Bulkhead", "max_concurrent", lambda: Bulkhead(LONG)),
+    ("Bulkhead", "max_wait", lambda: Bulkhead(1, max_wait=LONG)),
+    ("RateLimiter", "rate", lambda: RateLimiter(LONG)),
+    ("RateLimiter", "burst", lambda: RateLimiter(1, burst=LONG)),
+    ("RateLimiter", "store", lambda: RateLimiter(1, store=LONG)),
+    ("RateLimiter", "key", lambda: RateLimiter(1, key=LONG)),
+    ("Fallback", "value and handler", lambda: Fallback(LONG, handler=_handler)),
+    ("Fallback", "on", lambda: Fallback(1, on=LONG)),
+    ("Pipeline", "policies", lambda: Pipeline(LONG)),
+    ("MemoryStore", "max_keys", lambda: MemoryStore(max_keys=LONG)),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [(field, build) for _, field, build in REJECTS_LONG],
+    ids=[f"{policy}({field})" for policy, field, _ in REJECTS_LONG],
+)
+def test_a_rejected_value_is_named_in_a_short_one_line_message(
+    field: str, build: Callable[[], object]
+) -> None:
+    with pytest.raises(ValueError, match=field) as caught:
+        build()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "<LongRepr field_0" in message
+    assert len(message) < 200

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import reprlib
+from typing import Any, Final
 
 __all__ = (
     "check_bool",
@@ -13,7 +14,34 @@ __all__ = (
     "check_positive",
     "check_positive_int",
     "check_ratio",
+    "short_repr",
 )
+
+#: The longest value shown in an error message, in characters.
+_MAX_REPR: Final = 60
+
+_repr = reprlib.Repr()
+_repr.maxstring = _MAX_REPR
+_repr.maxother = _MAX_REPR
+
+
+def short_repr(value: object) -> str:
+    """`repr(value)` on one line of at most 60 characters, for messages a user reads.
+
+    A value rejected at construction may be any object (a client, a settings object) whose
+    own repr runs over many lines; the message names it without pasting all of it.
+    """
+    try:
+        text = _repr.repr(value)
+    except ValueError:  # an int with more digits than int-to-str conversion allows
+        size = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
+        text = f"<{type(value).__name__}{size}>"
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    if len(text) > _MAX_REPR:
+        head = (_MAX_REPR - 3) // 2
+        text = text[:head] + "..." + text[len(text) - (_MAX_REPR - 3 - head) :]
+    return text
 
 
 def _is_number(value: object) -> bool:
@@ -23,7 +51,7 @@ def _is_number(value: object) -> bool:
 def check_positive(field: str, value: Any) -> float:
     """A finite number > 0."""
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+        raise ValueError(f"{field} must be a finite number > 0, got {short_repr(value)}")
     return float(value)
 
 
@@ -35,14 +63,14 @@ def check_optional_positive(field: str, value: Any) -> float | None:
 def check_non_negative(field: str, value: Any) -> float:
     """A finite number >= 0."""
     if not _is_number(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{field} must be a finite number >= 0, got {short_repr(value)}")
     return float(value)
 
 
 def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
     """A whole number >= minimum."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{field} must be a whole number >= {minimum}, got {value!r}")
+        raise ValueError(f"{field} must be a whole number >= {minimum}, got {short_repr(value)}")
     return value
 
 
@@ -51,13 +79,13 @@ def check_ratio(field: str, value: Any, *, allow_zero: bool = True) -> float:
     ok = _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok or value > 1:
         bounds = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{field} must be a number in {bounds}, got {value!r}")
+        raise ValueError(f"{field} must be a number in {bounds}, got {short_repr(value)}")
     return float(value)
 
 
 def check_bool(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{field} must be True or False, got {value!r}")
+        raise ValueError(f"{field} must be True or False, got {short_repr(value)}")
     return value
 
 
@@ -66,5 +94,5 @@ def check_name(value: Any, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"name must be a non-empty string or None, got {value!r}")
+        raise ValueError(f"name must be a non-empty string or None, got {short_repr(value)}")
     return value

@@ -12,6 +12,8 @@ trailing window.
 
 from __future__ import annotations
 
+from resilient._validate import short_repr
+
 __all__ = ("RollingCounts",)
 
 
@@ -28,9 +30,9 @@ class RollingCounts:
 
     def __init__(self, window: float, fields: int, buckets: int = 10) -> None:
         if not window > 0:
-            raise ValueError(f"window must be > 0 seconds, got {window!r}")
+            raise ValueError(f"window must be > 0 seconds, got {short_repr(window)}")
         if buckets < 1:
-            raise ValueError(f"buckets must be >= 1, got {buckets!r}")
+            raise ValueError(f"buckets must be >= 1, got {short_repr(buckets)}")
         self.window = window
         self._n = buckets
         self._inv_width = buckets / window

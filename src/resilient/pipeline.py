@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from resilient._policy import Policy
-from resilient._validate import check_name
+from resilient._validate import check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Pipeline",)
@@ -50,7 +50,8 @@ class Pipeline(Policy):
         for index, policy in enumerate(policies):
             if not isinstance(policy, Policy):
                 raise ValueError(
-                    f"policies[{index}] must be a resilient policy or Pipeline, got {policy!r}"
+                    f"policies[{index}] must be a resilient policy or Pipeline, "
+                    f"got {short_repr(policy)}"
                 )
         self.name = check_name(name, "pipeline")
         self._policies = policies

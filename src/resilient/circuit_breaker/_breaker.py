@@ -19,6 +19,7 @@ from resilient._validate import (
     check_positive,
     check_positive_int,
     check_ratio,
+    short_repr,
 )
 from resilient.circuit_breaker._state import (
     CLOSED,
@@ -81,7 +82,7 @@ class CircuitBreakerMetrics:
 
 def _optional_callable(field: str, value: Any) -> Any:
     if value is not None and not callable(value):
-        raise ValueError(f"{field} must be a callable or None, got {value!r}")
+        raise ValueError(f"{field} must be a callable or None, got {short_repr(value)}")
     return value
 
 
@@ -200,7 +201,7 @@ class CircuitBreaker(Policy):
         if max_break_duration < break_duration:
             raise ValueError(
                 f"max_break_duration must be >= break_duration ({break_duration!r}), "
-                f"got {max_break_duration!r}"
+                f"got {short_repr(max_break_duration)}"
             )
         half_open_calls = check_positive_int("half_open_calls", half_open_calls)
         self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
@@ -210,10 +211,11 @@ class CircuitBreaker(Policy):
         self._on_state_change = _optional_callable("on_state_change", on_state_change)
         if store is not None:
             raise ValueError(
-                f"store must be None: shared breaker state is not available yet, got {store!r}"
+                "store must be None: shared breaker state is not available yet, "
+                f"got {short_repr(store)}"
             )
         if clock is not None and not isinstance(clock, Clock):
-            raise ValueError(f"clock must have now() and sleep(), got {clock!r}")
+            raise ValueError(f"clock must have now() and sleep(), got {short_repr(clock)}")
         check_bool("telemetry", telemetry)
         # No result predicate and no slow-call timing: a success needs one clock read.
         self._plain = self._on_result is None and self._slow_after is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from resilient._validate import short_repr
 from resilient._window import RollingCounts
 
 __all__ = ("CALLS", "FAILURES", "SLOW", "CountWindow", "TimeWindow", "Window")
@@ -137,7 +138,7 @@ class CountWindow:
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError(f"size must be >= 1, got {size!r}")
+            raise ValueError(f"size must be >= 1, got {short_repr(size)}")
         self.size = size
         self._codes = [0] * size
         self._next = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -18,6 +17,7 @@ from resilient._validate import (
     check_non_negative,
     check_positive,
     check_positive_int,
+    short_repr,
 )
 from resilient.exceptions import RateLimitedError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
@@ -39,14 +39,10 @@ EVENT_DELAYED: Final = "resilient.rate_limit.delayed"
 #: Longest a cancelled waiter spends giving its reservation back to a remote store.
 _REFUND_TIMEOUT: Final = 1.0
 
-_short_repr = reprlib.Repr()
-_short_repr.maxstring = 60
-_short_repr.maxother = 60
-
 
 def _check_key(field: str, key: Any) -> str:
     if not isinstance(key, str) or not key:
-        raise ValueError(f"{field} must be a non-empty string, got {_short_repr.repr(key)}")
+        raise ValueError(f"{field} must be a non-empty string, got {short_repr(key)}")
     return key
 
 
@@ -149,7 +145,9 @@ class RateLimiter(Policy):
             store = MemoryStore(clock=self._clock)
             self._prefix = ""
         elif not isinstance(store, Store):
-            raise ValueError(f"store must implement resilient.storage.Store, got {store!r}")
+            raise ValueError(
+                f"store must implement resilient.storage.Store, got {short_repr(store)}"
+            )
         else:
             # Length-prefixed, so no (name, key) pair can collide with another.
             self._prefix = f"{len(self.name)}:{self.name}:"
@@ -188,7 +186,7 @@ class RateLimiter(Policy):
 
     def _check_cost(self, cost: Any) -> int:
         if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
-            raise ValueError(f"cost must be a whole number >= 1, got {cost!r}")
+            raise ValueError(f"cost must be a whole number >= 1, got {short_repr(cost)}")
         if cost > self.burst:
             raise ValueError(
                 f"cost must be at most burst ({self.burst}): {cost} permits could never be "
