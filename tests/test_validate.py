@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,25 @@ def test_non_negative_rejects_bad_values(value: object) -> None:
 def test_positive_int_rejects_non_integers(value: object) -> None:
     with pytest.raises(ValueError, match="attempts must be a whole number >= 1"):
         check_positive_int("attempts", value)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+@pytest.mark.parametrize(
+    "check",
+    [check_positive, check_non_negative, check_ratio],
+    ids=["positive", "non_negative", "ratio"],
+)
+def test_an_int_too_large_for_a_float_is_rejected_naming_the_field(
+    check: Callable[[str, object], float], value: int
+) -> None:
+    with pytest.raises(ValueError, match=r"^window must be .*too large for a float"):
+        check("window", value)
+
+
+def test_the_largest_float_and_ints_that_fit_one_are_accepted() -> None:
+    assert check_positive("seconds", sys.float_info.max) == sys.float_info.max
+    assert check_non_negative("seconds", 10**300) == 1e300
+    assert check_positive("seconds", 5e-324) == 5e-324
 
 
 class _LongRepr:

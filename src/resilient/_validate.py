@@ -44,15 +44,34 @@ def short_repr(value: object) -> str:
     return text
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float; None when it is not a real number (bools are not), not
+    finite, or an int too large for a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _got(value: Any) -> str:
+    """How a message names a rejected number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return f"{short_repr(value)} (too large for a float)"
+    return short_repr(value)
 
 
 def check_positive(field: str, value: Any) -> float:
-    """A finite number > 0."""
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{field} must be a finite number > 0, got {short_repr(value)}")
-    return float(value)
+    """A finite number > 0 (a float, or an int small enough to be one)."""
+    number = _finite(value)
+    if number is None or number <= 0:
+        raise ValueError(f"{field} must be a finite number > 0, got {_got(value)}")
+    return number
 
 
 def check_optional_positive(field: str, value: Any) -> float | None:
@@ -61,10 +80,11 @@ def check_optional_positive(field: str, value: Any) -> float | None:
 
 
 def check_non_negative(field: str, value: Any) -> float:
-    """A finite number >= 0."""
-    if not _is_number(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field} must be a finite number >= 0, got {short_repr(value)}")
-    return float(value)
+    """A finite number >= 0 (a float, or an int small enough to be one)."""
+    number = _finite(value)
+    if number is None or number < 0:
+        raise ValueError(f"{field} must be a finite number >= 0, got {_got(value)}")
+    return number
 
 
 def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
@@ -76,11 +96,11 @@ def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
 
 def check_ratio(field: str, value: Any, *, allow_zero: bool = True) -> float:
     """A number in [0, 1] (or (0, 1] when allow_zero is False)."""
-    ok = _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok or value > 1:
+    number = _finite(value)
+    if number is None or number > 1 or (number < 0 if allow_zero else number <= 0):
         bounds = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{field} must be a number in {bounds}, got {short_repr(value)}")
-    return float(value)
+        raise ValueError(f"{field} must be a number in {bounds}, got {_got(value)}")
+    return number
 
 
 def check_bool(field: str, value: Any) -> bool:

@@ -62,6 +62,23 @@ def test_bad_argument_raises_value_error_naming_the_field(field: str, value: Any
         assert repr(value) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "field",
+    [
+        "failure_ratio",
+        "window",
+        "break_duration",
+        "max_break_duration",
+        "slow_call_duration",
+        "slow_call_ratio",
+    ],
+)
+def test_an_int_too_large_for_a_float_raises_value_error_naming_the_field(field: str) -> None:
+    kwargs: dict[str, Any] = {field: 10**400}
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        CircuitBreaker(**kwargs)
+
+
 def test_max_break_duration_may_equal_break_duration() -> None:
     CircuitBreaker(break_duration=7, max_break_duration=7)
 

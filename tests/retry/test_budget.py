@@ -125,11 +125,14 @@ def test_a_steady_stream_of_calls_earns_at_least_the_ratio_of_the_strict_window(
         ({"ratio": -0.1}, "ratio"),
         ({"ratio": float("nan")}, "ratio"),
         ({"ratio": "0.2"}, "ratio"),
+        ({"ratio": 10**400}, "ratio"),
         ({"min_per_second": -1}, "min_per_second"),
         ({"min_per_second": float("inf")}, "min_per_second"),
+        ({"min_per_second": 10**400}, "min_per_second"),
         ({"window": 0}, "window"),
         ({"window": -10}, "window"),
         ({"window": None}, "window"),
+        ({"window": 10**400}, "window"),
     ],
 )
 def test_bad_configuration_raises_value_error_naming_the_field(
