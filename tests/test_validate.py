@@ -158,3 +158,11 @@ def test_a_rejected_value_is_named_in_a_short_one_line_message(
     assert "\n" not in message
     assert "<LongRepr field_0" in message
     assert len(message) < 200
+
+
+def test_positive_int_can_have_a_maximum() -> None:
+    assert check_positive_int("window_calls", 10, maximum=10) == 10
+    with pytest.raises(
+        ValueError, match=r"window_calls must be a whole number in \[1, 10\], got 11"
+    ):
+        check_positive_int("window_calls", 11, maximum=10)

@@ -87,10 +87,18 @@ def check_non_negative(field: str, value: Any) -> float:
     return number
 
 
-def check_positive_int(field: str, value: Any, *, minimum: int = 1) -> int:
-    """A whole number >= minimum."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{field} must be a whole number >= {minimum}, got {short_repr(value)}")
+def check_positive_int(
+    field: str, value: Any, *, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """A whole number >= minimum (and <= maximum, when given)."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{field} must be a whole number {bounds}, got {short_repr(value)}")
     return value
 
 

@@ -39,6 +39,10 @@ EVENT_DELAYED: Final = "resilient.rate_limit.delayed"
 #: Longest a cancelled waiter spends giving its reservation back to a remote store.
 _REFUND_TIMEOUT: Final = 1.0
 
+#: The largest `burst`: 2**53, the largest whole number from which a float still counts one
+#: permit at a time. The bucket is float arithmetic (`burst * per / rate` seconds).
+MAX_BURST: Final = 2**53
+
 
 def _check_key(field: str, key: Any) -> str:
     if not isinstance(key, str) or not key:
@@ -55,9 +59,11 @@ class RateLimiter(Policy):
     Args:
         rate: permits per `per` seconds (a number > 0; fractions are fine: `rate=1,
             per=60` is one a minute).
-        per: the period `rate` is counted over, in seconds (> 0, default 1.0).
+        per: the period `rate` is counted over, in seconds (> 0, default 1.0). The time
+            between two permits, `per / rate`, must be a finite number of seconds > 0.
         burst: the bucket size: how many permits may be taken at once after a quiet spell
-            (a whole number >= 1, default `rate` rounded down, at least 1).
+            (a whole number from 1 to 2**53, about 9e15; default `rate` rounded down, at
+            least 1). The bucket's size in seconds, `burst * per / rate`, must be finite.
         max_wait: seconds a caller may wait for a permit (>= 0, default 0.0: reject at
             once rather than block). A caller that waits has reserved its permit, so
             waiters are served first come, first served. A wait never outlasts the deadline
@@ -129,17 +135,32 @@ class RateLimiter(Policy):
 
         self.rate = check_positive("rate", rate)
         self.per = check_positive("per", per)
+        self._emission_interval = self.per / self.rate
+        if not (0 < self._emission_interval < math.inf):
+            raise ValueError(
+                "per / rate, the seconds between two permits, must be a finite number > 0, "
+                f"got per={short_repr(per)}, rate={short_repr(rate)}"
+            )
         if burst is None:
             self.burst = max(1, math.floor(self.rate))
+            if self.burst > MAX_BURST:
+                raise ValueError(
+                    f"burst must be given when rate is above {MAX_BURST}, the largest burst "
+                    f"(it defaults to rate rounded down), got rate={short_repr(rate)}"
+                )
         else:
-            self.burst = check_positive_int("burst", burst)
+            self.burst = check_positive_int("burst", burst, maximum=MAX_BURST)
+        # The bucket size in seconds, computed once for the memory store's fast path.
+        self._capacity = self.burst * self._emission_interval
+        if self._capacity == math.inf:
+            raise ValueError(
+                "burst * per / rate, the bucket's size in seconds, must be finite, "
+                f"got burst={self.burst}, per={short_repr(per)}, rate={short_repr(rate)}"
+            )
         self.max_wait = check_non_negative("max_wait", max_wait)
         self.key = _check_key("key", key)
         self.name = check_name(name, "rate_limit")
         self._clock = monotonic_clock if clock is None else clock
-        self._emission_interval = self.per / self.rate
-        # The bucket size in seconds, computed once for the memory store's fast path.
-        self._capacity = self.burst * self._emission_interval
         if store is None:
             # A private store: no other limiter can reach it, so keys need no namespace.
             store = MemoryStore(clock=self._clock)
