@@ -26,6 +26,8 @@ BAD: list[tuple[str, Any]] = [
     ("window", "30"),
     ("window_calls", 0),
     ("window_calls", 10.0),
+    ("window_calls", 1_000_001),
+    ("window_calls", 10**11),
     ("break_duration", 0),
     ("break_duration", math.inf),
     ("max_break_duration", 0),
@@ -77,6 +79,10 @@ def test_an_int_too_large_for_a_float_raises_value_error_naming_the_field(field:
     kwargs: dict[str, Any] = {field: 10**400}
     with pytest.raises(ValueError, match=f"^{field} must be"):
         CircuitBreaker(**kwargs)
+
+
+def test_window_calls_may_be_a_million() -> None:
+    CircuitBreaker(window_calls=1_000_000)
 
 
 def test_max_break_duration_may_equal_break_duration() -> None:

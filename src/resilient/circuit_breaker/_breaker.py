@@ -28,7 +28,7 @@ from resilient.circuit_breaker._state import (
     BreakerCore,
     CircuitState,
 )
-from resilient.circuit_breaker._windows import CountWindow, TimeWindow, Window
+from resilient.circuit_breaker._windows import MAX_SIZE, CountWindow, TimeWindow, Window
 from resilient.exceptions import CircuitOpenError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, instruments
 
@@ -106,8 +106,9 @@ class CircuitBreaker(Policy):
             Default 20. With `window_calls`, at most `window_calls` are needed.
         window: the time-based window, in seconds (> 0). Default 30.0. Outcomes leave it
             in steps of a tenth of the window.
-        window_calls: when set (>= 1), count the last `window_calls` calls instead of a
-            time window. Default None.
+        window_calls: when set, count the last `window_calls` calls instead of a time
+            window: a whole number from 1 to 1,000,000 (the window keeps a slot for each
+            call, allocated up front). Default None.
         break_duration: how long the breaker stays open the first time, in seconds (> 0).
             Default 5.0.
         max_break_duration: the cap on the break, which doubles on each failed probe, in
@@ -195,7 +196,7 @@ class CircuitBreaker(Policy):
         minimum_calls = check_positive_int("minimum_calls", minimum_calls)
         window = check_positive("window", window)
         if window_calls is not None:
-            window_calls = check_positive_int("window_calls", window_calls)
+            window_calls = check_positive_int("window_calls", window_calls, maximum=MAX_SIZE)
         break_duration = check_positive("break_duration", break_duration)
         max_break_duration = check_positive("max_break_duration", max_break_duration)
         if max_break_duration < break_duration:

@@ -16,12 +16,15 @@ from typing import Protocol
 from resilient._validate import short_repr
 from resilient._window import RollingCounts
 
-__all__ = ("CALLS", "FAILURES", "SLOW", "CountWindow", "TimeWindow", "Window")
+__all__ = ("CALLS", "FAILURES", "MAX_SIZE", "SLOW", "CountWindow", "TimeWindow", "Window")
 
 #: Field indexes in `RollingCounts`.
 CALLS = 0
 FAILURES = 1
 SLOW = 2
+
+#: The most outcomes a `CountWindow` keeps: it allocates a slot for each up front.
+MAX_SIZE = 1_000_000
 
 # A count window stores one small int per outcome: bit 0 failed, bit 1 slow.
 _FAILED_BIT = 1
