@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from resilient import CircuitBreaker
+from resilient.testing import FakeClock
 
 BAD: list[tuple[str, Any]] = [
     ("name", ""),
@@ -24,6 +25,8 @@ BAD: list[tuple[str, Any]] = [
     ("window", -1.0),
     ("window", math.inf),
     ("window", "30"),
+    ("window", 1e-308),
+    ("window", 0.000999),
     ("window_calls", 0),
     ("window_calls", 10.0),
     ("window_calls", 1_000_001),
@@ -83,6 +86,20 @@ def test_an_int_too_large_for_a_float_raises_value_error_naming_the_field(field:
 
 def test_window_calls_may_be_a_million() -> None:
     CircuitBreaker(window_calls=1_000_000)
+
+
+@pytest.mark.anyio
+async def test_a_millisecond_window_is_the_shortest_and_works() -> None:
+    clock = FakeClock(start=1e6)
+    breaker = CircuitBreaker(window=0.001, clock=clock)
+
+    async def ok() -> int:
+        return 1
+
+    assert await breaker.call(ok) == 1
+    assert breaker.metrics().calls == 1
+    clock.advance(0.002)
+    assert breaker.metrics().calls == 0
 
 
 def test_max_break_duration_may_equal_break_duration() -> None:

@@ -132,6 +132,8 @@ def test_a_steady_stream_of_calls_earns_at_least_the_ratio_of_the_strict_window(
         ({"window": 0}, "window"),
         ({"window": -10}, "window"),
         ({"window": None}, "window"),
+        ({"window": 1e-308}, "window"),
+        ({"window": 0.000999}, "window"),
         ({"window": 10**400}, "window"),
     ],
 )
@@ -140,3 +142,10 @@ def test_bad_configuration_raises_value_error_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         RetryBudget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_millisecond_window_is_the_shortest_and_works() -> None:
+    budget = RetryBudget(ratio=1.0, min_per_second=0.0, window=0.001)
+    budget.record_call(now=1e6)
+    assert budget.try_spend(now=1e6)
+    assert not budget.try_spend(now=1e6)

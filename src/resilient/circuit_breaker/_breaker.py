@@ -21,6 +21,7 @@ from resilient._validate import (
     check_ratio,
     short_repr,
 )
+from resilient._window import check_window
 from resilient.circuit_breaker._state import (
     CLOSED,
     OPEN,
@@ -104,8 +105,8 @@ class CircuitBreaker(Policy):
         failure_ratio: the failure ratio that opens the breaker, in (0, 1]. Default 0.5.
         minimum_calls: calls the window must hold before the breaker may open (>= 1).
             Default 20. With `window_calls`, at most `window_calls` are needed.
-        window: the time-based window, in seconds (> 0). Default 30.0. Outcomes leave it
-            in steps of a tenth of the window.
+        window: the time-based window, in seconds (at least 0.001, i.e. 1 ms). Default
+            30.0. Outcomes leave it in steps of a tenth of the window.
         window_calls: when set, count the last `window_calls` calls instead of a time
             window: a whole number from 1 to 1,000,000 (the window keeps a slot for each
             call, allocated up front). Default None.
@@ -194,7 +195,7 @@ class CircuitBreaker(Policy):
         self.name = check_name(name, "circuit_breaker")
         failure_ratio = check_ratio("failure_ratio", failure_ratio, allow_zero=False)
         minimum_calls = check_positive_int("minimum_calls", minimum_calls)
-        window = check_positive("window", window)
+        window = check_window("window", window)
         if window_calls is not None:
             window_calls = check_positive_int("window_calls", window_calls, maximum=MAX_SIZE)
         break_duration = check_positive("break_duration", break_duration)

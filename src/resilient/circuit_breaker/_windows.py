@@ -55,7 +55,7 @@ class TimeWindow:
     """Outcomes of the last `window` seconds, in `buckets` buckets.
 
     Args:
-        window: the window length in seconds (> 0).
+        window: the window length in seconds (at least 0.001, i.e. 1 ms).
         buckets: how many buckets it is split into; an outcome leaves the window at the
             granularity of one bucket (`window / buckets` seconds).
 
