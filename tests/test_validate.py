@@ -166,3 +166,29 @@ def test_positive_int_can_have_a_maximum() -> None:
         ValueError, match=r"window_calls must be a whole number in \[1, 10\], got 11"
     ):
         check_positive_int("window_calls", 11, maximum=10)
+
+
+#: Every constructor that takes `telemetry=` and `clock=`, given only those (and what is
+#: required).
+BUILD_WITH: dict[str, Callable[..., object]] = {
+    "Timeout": lambda **kw: Timeout(1, **kw),
+    "Retry": lambda **kw: Retry(**kw),
+    "CircuitBreaker": lambda **kw: CircuitBreaker(**kw),
+    "Bulkhead": lambda **kw: Bulkhead(1, **kw),
+    "RateLimiter": lambda **kw: RateLimiter(1, **kw),
+    "Fallback": lambda **kw: Fallback(1, **kw),
+    "Pipeline": lambda **kw: Pipeline(Timeout(1), **kw),
+}
+
+
+@pytest.mark.parametrize("value", [0, 1, None, "no", "False"])
+@pytest.mark.parametrize("policy", sorted(BUILD_WITH))
+def test_telemetry_must_be_a_bool(policy: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"^telemetry must be True or False, got {value!r}$"):
+        BUILD_WITH[policy](telemetry=value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("policy", sorted(BUILD_WITH))
+def test_telemetry_accepts_true_and_false(policy: str, value: bool) -> None:
+    BUILD_WITH[policy](telemetry=value)

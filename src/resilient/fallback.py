@@ -8,7 +8,7 @@ from typing import Any, Final, TypeVar
 
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
-from resilient._validate import check_name, short_repr
+from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Fallback",)
@@ -95,7 +95,9 @@ class Fallback(Policy):
         self._matches = exception_filter(on)
         self.on = on
         self.name = check_name(name, "fallback")
-        self._telemetry = PolicyTelemetry("fallback", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "fallback", self.name, enabled=check_bool("telemetry", telemetry)
+        )
 
     def __repr__(self) -> str:
         what = f"handler={self._handler!r}" if self._handler is not None else repr(self._value)

@@ -13,6 +13,7 @@ from resilient._clock import Clock, cancel_scope_after, monotonic_clock
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._validate import (
+    check_bool,
     check_name,
     check_non_negative,
     check_positive,
@@ -183,7 +184,9 @@ class RateLimiter(Policy):
         else:
             self._nowait = None
             self._refund_nowait = None
-        self._telemetry = PolicyTelemetry("rate_limit", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "rate_limit", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         base = self._telemetry.attributes
         self._decision_attrs = {
             decision: {**base, ATTR_DECISION: decision} for decision in (ALLOWED, DELAYED, REJECTED)

@@ -22,6 +22,7 @@ from resilient._deadline import time_left
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._validate import (
+    check_bool,
     check_name,
     check_optional_positive,
     check_positive_int,
@@ -210,7 +211,9 @@ class Retry(Policy):
             raise ValueError(f"clock must be a Clock (now() and sleep()), got {short_repr(clock)}")
         self._clock: Clock = monotonic_clock if clock is None else clock
         self._now = self._clock.now
-        self._telemetry = PolicyTelemetry("retry", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "retry", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         self._calls = self._retries = self._successes = self._failures = self._cancelled = 0
         self._exhausted = self._budget_exhausted = 0
         self._deadline_give_ups = self._max_duration_give_ups = 0
