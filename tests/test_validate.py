@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ from resilient import (
     RetryBudget,
     Timeout,
 )
+from resilient._clock import monotonic_clock
 from resilient._validate import (
+    check_clock,
     check_non_negative,
     check_positive,
     check_positive_int,
@@ -26,6 +29,7 @@ from resilient._validate import (
     short_repr,
 )
 from resilient.storage import MemoryStore
+from resilient.testing import FakeClock
 
 
 @pytest.mark.parametrize("value", ["0.5", None, True, math.nan, math.inf, -0.1, 1.5])
@@ -192,3 +196,41 @@ def test_telemetry_must_be_a_bool(policy: str, value: object) -> None:
 @pytest.mark.parametrize("policy", sorted(BUILD_WITH))
 def test_telemetry_accepts_true_and_false(policy: str, value: bool) -> None:
     BUILD_WITH[policy](telemetry=value)
+
+
+#: Every constructor that takes `clock=`, given only that (and what is required).
+BUILD_WITH_CLOCK: dict[str, Callable[..., object]] = {
+    "Timeout": lambda **kw: Timeout(1, **kw),
+    "Retry": lambda **kw: Retry(**kw),
+    "CircuitBreaker": lambda **kw: CircuitBreaker(**kw),
+    "Bulkhead": lambda **kw: Bulkhead(1, **kw),
+    "RateLimiter": lambda **kw: RateLimiter(1, **kw),
+    "MemoryStore": lambda **kw: MemoryStore(**kw),
+}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), "monotonic", time.monotonic, 0.0],
+    ids=["object", "str", "function", "float"],
+)
+@pytest.mark.parametrize("policy", sorted(BUILD_WITH_CLOCK))
+def test_a_clock_without_now_and_sleep_is_rejected_at_construction(
+    policy: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=r"^clock must be a Clock \(now\(\) and sleep\(\)\), got"):
+        BUILD_WITH_CLOCK[policy](clock=value)
+
+
+@pytest.mark.parametrize(
+    "value", [None, FakeClock(), monotonic_clock], ids=["None", "FakeClock", "monotonic_clock"]
+)
+@pytest.mark.parametrize("policy", sorted(BUILD_WITH_CLOCK))
+def test_a_clock_is_accepted(policy: str, value: object) -> None:
+    BUILD_WITH_CLOCK[policy](clock=value)
+
+
+def test_check_clock_defaults_to_the_monotonic_clock() -> None:
+    clock = FakeClock()
+    assert check_clock(None) is monotonic_clock
+    assert check_clock(clock) is clock

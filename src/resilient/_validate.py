@@ -6,8 +6,11 @@ import math
 import reprlib
 from typing import Any, Final
 
+from resilient._clock import Clock, monotonic_clock
+
 __all__ = (
     "check_bool",
+    "check_clock",
     "check_name",
     "check_non_negative",
     "check_optional_positive",
@@ -115,6 +118,19 @@ def check_bool(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{field} must be True or False, got {short_repr(value)}")
     return value
+
+
+def check_clock(clock: Any) -> Clock:
+    """The clock a policy reads: `clock`, or the monotonic clock for None.
+
+    Checked at construction, so a wrong `clock=` fails there rather than at the first call
+    (or the first wait) that reads it.
+    """
+    if clock is None:
+        return monotonic_clock
+    if not isinstance(clock, Clock):
+        raise ValueError(f"clock must be a Clock (now() and sleep()), got {short_repr(clock)}")
+    return clock
 
 
 def check_name(value: Any, default: str) -> str:

@@ -9,12 +9,13 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._clock import Clock, cancel_scope_after
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
+    check_clock,
     check_name,
     check_optional_positive,
     check_positive_int,
@@ -101,7 +102,7 @@ class Bulkhead(Policy):
         self.max_waiting = check_positive_int("max_waiting", max_waiting, minimum=0)
         self.max_wait = check_optional_positive("max_wait", max_wait)
         self.name = check_name(name, "bulkhead")
-        self._clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._telemetry = PolicyTelemetry(
             "bulkhead", self.name, enabled=check_bool("telemetry", telemetry)
         )

@@ -18,7 +18,7 @@ from resilient._clock import Clock, TimerHandle, monotonic_clock, schedule
 from resilient._deadline import Deadline, current_deadline, remaining
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
-from resilient._validate import check_bool, check_name, check_positive
+from resilient._validate import check_bool, check_clock, check_name, check_positive
 from resilient.exceptions import TimeoutExceeded
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
@@ -201,7 +201,7 @@ class Timeout(Policy):
     ) -> None:
         self.seconds = check_positive("seconds", seconds)
         self.name = check_name(name, "timeout")
-        self._clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._native = clock is None or clock is monotonic_clock
         self._telemetry = PolicyTelemetry(
             "timeout", self.name, enabled=check_bool("telemetry", telemetry)

@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
-from resilient._clock import Clock, monotonic_clock
+from resilient._clock import Clock
 from resilient._on import exception_filter
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
+    check_clock,
     check_name,
     check_optional_positive,
     check_positive,
@@ -216,13 +217,11 @@ class CircuitBreaker(Policy):
                 "store must be None: shared breaker state is not available yet, "
                 f"got {short_repr(store)}"
             )
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValueError(f"clock must have now() and sleep(), got {short_repr(clock)}")
+        clock = check_clock(clock)
         check_bool("telemetry", telemetry)
         # No result predicate and no slow-call timing: a success needs one clock read.
         self._plain = self._on_result is None and self._slow_after is None
 
-        clock = monotonic_clock if clock is None else clock
         self._now = clock.now
         counted: Window
         if window_calls is None:

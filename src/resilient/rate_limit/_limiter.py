@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, cancel_scope_after, monotonic_clock
+from resilient._clock import Clock, cancel_scope_after
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._validate import (
     check_bool,
+    check_clock,
     check_name,
     check_non_negative,
     check_positive,
@@ -161,7 +162,7 @@ class RateLimiter(Policy):
         self.max_wait = check_non_negative("max_wait", max_wait)
         self.key = _check_key("key", key)
         self.name = check_name(name, "rate_limit")
-        self._clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         if store is None:
             # A private store: no other limiter can reach it, so keys need no namespace.
             store = MemoryStore(clock=self._clock)

@@ -17,12 +17,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from resilient._clock import Clock, monotonic_clock
+from resilient._clock import Clock
 from resilient._deadline import time_left
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._validate import (
     check_bool,
+    check_clock,
     check_name,
     check_optional_positive,
     check_positive_int,
@@ -207,9 +208,7 @@ class Retry(Policy):
         self._budget: RetryBudget | None = budget
         self.max_duration = check_optional_positive("max_duration", max_duration)
         self.name = check_name(name, "retry")
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValueError(f"clock must be a Clock (now() and sleep()), got {short_repr(clock)}")
-        self._clock: Clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._now = self._clock.now
         self._telemetry = PolicyTelemetry(
             "retry", self.name, enabled=check_bool("telemetry", telemetry)
