@@ -18,8 +18,9 @@ from resilient._validate import check_positive, short_repr
 
 __all__ = ("MIN_WINDOW", "RollingCounts", "check_window")
 
-#: The shortest window, in seconds (1 ms). Time is bucketed as `now * buckets / window`;
-#: a window much shorter makes that product overflow (to inf, then NaN) on a real clock.
+#: The shortest window, in seconds (1 ms). Time is bucketed as `now * buckets / window`:
+#: far shorter windows overflow that product (to inf, then NaN), and buckets much thinner
+#: than a clock's resolution would count nothing useful anyway.
 MIN_WINDOW: Final = 0.001
 
 
