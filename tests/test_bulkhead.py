@@ -487,6 +487,7 @@ def _named(name: str) -> dict[str, str]:
         ({"max_concurrent": 1, "max_wait": -1.0}, "max_wait"),
         ({"max_concurrent": 1, "max_wait": float("inf")}, "max_wait"),
         ({"max_concurrent": 1, "max_wait": float("nan")}, "max_wait"),
+        ({"max_concurrent": 1, "max_wait": 10**400}, "max_wait"),
         ({"max_concurrent": 1, "name": ""}, "name"),
         ({"max_concurrent": 1, "name": 3}, "name"),
     ],

@@ -192,7 +192,9 @@ async def test_aexit_without_aenter_is_an_error() -> None:
         await Timeout(1).__aexit__(None, None, None)
 
 
-@pytest.mark.parametrize("seconds", [0, -1, math.inf, math.nan, "1", None, True])
+@pytest.mark.parametrize(
+    "seconds", [0, -1, math.inf, math.nan, "1", None, True, pytest.param(10**400, id="10**400")]
+)
 def test_bad_seconds_is_rejected_naming_the_field(seconds: object) -> None:
     with pytest.raises(ValueError, match=r"seconds must be .*got"):
         Timeout(seconds)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient._window import RollingCounts
+from resilient._window import RollingCounts, check_window
 
 
 def test_events_slide_out_after_the_window() -> None:
@@ -39,6 +39,25 @@ def test_reset_forgets_every_event() -> None:
 def test_bad_configuration_is_rejected(window: float, buckets: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         RollingCounts(window, fields=1, buckets=buckets)
+
+
+@pytest.mark.parametrize("window", [1e-308, 0.000999])
+def test_a_window_shorter_than_a_millisecond_is_rejected(window: float) -> None:
+    with pytest.raises(ValueError, match=r"^window must be at least 0.001 seconds \(1 ms\), got"):
+        RollingCounts(window, fields=1)
+
+
+def test_a_millisecond_window_counts_at_any_time() -> None:
+    window = RollingCounts(0.001, fields=1)
+    window.add(1e6, 0)
+    assert window.recent(1e6, 0) == 1
+    assert window.recent(1e6 + 0.002, 0) == 0
+
+
+def test_check_window_names_the_field_it_is_given() -> None:
+    assert check_window("window", 0.001) == 0.001
+    with pytest.raises(ValueError, match=r"^budget_window must be at least"):
+        check_window("budget_window", 1e-308)
 
 
 @given(

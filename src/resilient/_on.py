@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeAlias
 
+from resilient._validate import short_repr
 from resilient.exceptions import RejectedError
 
 __all__ = ("ExceptionFilter", "On", "exception_filter")
@@ -44,7 +45,7 @@ def exception_filter(on: object, *, retry_rejected: bool = True) -> ExceptionFil
         if not types or not all(_is_exception_type(t) for t in types):
             raise ValueError(
                 "on must be an Exception subclass, a non-empty tuple of them, or a "
-                f"predicate (exception) -> bool, got {on!r}"
+                f"predicate (exception) -> bool, got {short_repr(on)}"
             )
         if retry_rejected:
             return _isinstance_of(types)
@@ -57,7 +58,7 @@ def exception_filter(on: object, *, retry_rejected: bool = True) -> ExceptionFil
         return predicate
     raise ValueError(
         "on must be an Exception subclass, a non-empty tuple of them, or a "
-        f"predicate (exception) -> bool, got {on!r}"
+        f"predicate (exception) -> bool, got {short_repr(on)}"
     )
 
 

@@ -12,14 +12,36 @@ trailing window.
 
 from __future__ import annotations
 
-__all__ = ("RollingCounts",)
+from typing import Any, Final
+
+from resilient._validate import check_positive, short_repr
+
+__all__ = ("MIN_WINDOW", "RollingCounts", "check_window")
+
+#: The shortest window, in seconds (1 ms). Time is bucketed as `now * buckets / window`:
+#: far shorter windows overflow that product (to inf, then NaN), and buckets much thinner
+#: than a clock's resolution would count nothing useful anyway.
+MIN_WINDOW: Final = 0.001
+
+
+def check_window(field: str, value: Any) -> float:
+    """A window length: a finite number of seconds, at least `MIN_WINDOW` (1 ms).
+
+    Every owner of a `RollingCounts` checks its window here, under its own field name.
+    """
+    seconds = check_positive(field, value)
+    if seconds < MIN_WINDOW:
+        raise ValueError(
+            f"{field} must be at least {MIN_WINDOW} seconds (1 ms), got {short_repr(value)}"
+        )
+    return seconds
 
 
 class RollingCounts:
     """Counts of several kinds of event over a sliding time window.
 
     Args:
-        window: the window length in seconds (> 0).
+        window: the window length in seconds (at least 0.001, i.e. 1 ms).
         fields: how many kinds of event are counted (indexes 0 .. fields-1).
         buckets: how many buckets the window is split into (>= 1).
     """
@@ -27,10 +49,9 @@ class RollingCounts:
     __slots__ = ("_current", "_head", "_inv_width", "_n", "_recent", "_slots", "window")
 
     def __init__(self, window: float, fields: int, buckets: int = 10) -> None:
-        if not window > 0:
-            raise ValueError(f"window must be > 0 seconds, got {window!r}")
+        window = check_window("window", window)
         if buckets < 1:
-            raise ValueError(f"buckets must be >= 1, got {buckets!r}")
+            raise ValueError(f"buckets must be >= 1, got {short_repr(buckets)}")
         self.window = window
         self._n = buckets
         self._inv_width = buckets / window

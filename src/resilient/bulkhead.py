@@ -9,11 +9,17 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, TimedScope, monotonic_clock
+from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
-from resilient._validate import check_name, check_optional_positive, check_positive_int
+from resilient._validate import (
+    check_bool,
+    check_clock,
+    check_name,
+    check_optional_positive,
+    check_positive_int,
+)
 from resilient.exceptions import BulkheadFullError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
@@ -96,8 +102,10 @@ class Bulkhead(Policy):
         self.max_waiting = check_positive_int("max_waiting", max_waiting, minimum=0)
         self.max_wait = check_optional_positive("max_wait", max_wait)
         self.name = check_name(name, "bulkhead")
-        self._clock = monotonic_clock if clock is None else clock
-        self._telemetry = PolicyTelemetry("bulkhead", self.name, enabled=telemetry is not False)
+        self._clock = check_clock(clock)
+        self._telemetry = PolicyTelemetry(
+            "bulkhead", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         self._in_flight = 0
         self._waiters: deque[_Waiter] = deque()
         # Only recorded blocks need per-entry state (their telemetry record); a plain

@@ -8,7 +8,7 @@ from typing import Any, Final, TypeVar
 
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
-from resilient._validate import check_name
+from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Fallback",)
@@ -80,20 +80,24 @@ class Fallback(Policy):
         telemetry: bool = True,
     ) -> None:
         if (value is _UNSET) == (handler is None):
+            both = f"both (value={short_repr(value)}, handler={short_repr(handler)})"
             raise ValueError(
                 "give exactly one of value and handler, got "
-                + ("neither" if handler is None else f"both (value={value!r}, handler={handler!r})")
+                + ("neither" if handler is None else both)
             )
         if handler is not None and not _is_async_callable(handler):
             raise TypeError(
-                f"handler must be an async callable (exception) -> result, got {handler!r}"
+                "handler must be an async callable (exception) -> result, "
+                f"got {short_repr(handler)}"
             )
         self._value = value
         self._handler = handler
         self._matches = exception_filter(on)
         self.on = on
         self.name = check_name(name, "fallback")
-        self._telemetry = PolicyTelemetry("fallback", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "fallback", self.name, enabled=check_bool("telemetry", telemetry)
+        )
 
     def __repr__(self) -> str:
         what = f"handler={self._handler!r}" if self._handler is not None else repr(self._value)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from resilient._policy import Policy
-from resilient._validate import check_name
+from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
 
 __all__ = ("Pipeline",)
@@ -50,7 +50,8 @@ class Pipeline(Policy):
         for index, policy in enumerate(policies):
             if not isinstance(policy, Policy):
                 raise ValueError(
-                    f"policies[{index}] must be a resilient policy or Pipeline, got {policy!r}"
+                    f"policies[{index}] must be a resilient policy or Pipeline, "
+                    f"got {short_repr(policy)}"
                 )
         self.name = check_name(name, "pipeline")
         self._policies = policies
@@ -58,7 +59,9 @@ class Pipeline(Policy):
         # Built once: each inner stage, innermost first, as the callable the stage outside
         # it awaits.
         self._inner = tuple(policy._run for policy in reversed(policies[1:]))
-        self._telemetry = PolicyTelemetry("pipeline", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "pipeline", self.name, enabled=check_bool("telemetry", telemetry)
+        )
 
     @property
     def policies(self) -> tuple[Policy, ...]:

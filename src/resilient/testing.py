@@ -25,6 +25,7 @@ from typing import Any, Final
 import anyio.lowlevel
 
 from resilient._backend import asyncio_loop, trio_module
+from resilient._validate import short_repr
 
 __all__ = ("FakeClock",)
 
@@ -63,7 +64,9 @@ def _check_time(field: str, value: Any) -> float:
         else:
             if math.isfinite(seconds) and -MAX_TIME <= seconds <= MAX_TIME:
                 return seconds
-    raise ValueError(f"{field} must be a finite number of seconds within ±2**32, got {value!r:.60}")
+    raise ValueError(
+        f"{field} must be a finite number of seconds within ±2**32, got {short_repr(value)}"
+    )
 
 
 class FakeClock:
@@ -104,7 +107,7 @@ class FakeClock:
     def __init__(self, start: float = 0.0, *, autojump: bool = True) -> None:
         self._now = _check_time("start", start)
         if not isinstance(autojump, bool):
-            raise ValueError(f"autojump must be True or False, got {autojump!r:.60}")
+            raise ValueError(f"autojump must be True or False, got {short_repr(autojump)}")
         self._autojump = autojump
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._live = 0

@@ -12,11 +12,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from resilient._backend import asyncio_loop, current_task, trio_module
-from resilient._clock import Clock, TimedScope, is_native, monotonic_clock
+from resilient._clock import Clock, TimedScope, is_native
 from resilient._deadline import Deadline, close_deadline, open_deadline
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
-from resilient._validate import check_name, check_positive
+from resilient._validate import check_bool, check_clock, check_name, check_positive
 from resilient.exceptions import TimeoutExceeded
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
@@ -212,11 +212,13 @@ class Timeout(Policy):
     ) -> None:
         self.seconds = check_positive("seconds", seconds)
         self.name = check_name(name, "timeout")
-        self._clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._native = is_native(self._clock)
         # What the TimeoutExceeded message calls the call: a named Timeout names itself.
         self._what = "call" if name is None else f"{self.name!r} call"
-        self._telemetry = PolicyTelemetry("timeout", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "timeout", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         self._entered: TaskLocalStack[_Entered] = TaskLocalStack("Timeout")
         self._queue: _DeadlineQueue | None = None
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from resilient import CircuitBreaker
+from resilient.testing import FakeClock
 
 BAD: list[tuple[str, Any]] = [
     ("name", ""),
@@ -24,8 +25,12 @@ BAD: list[tuple[str, Any]] = [
     ("window", -1.0),
     ("window", math.inf),
     ("window", "30"),
+    ("window", 1e-308),
+    ("window", 0.000999),
     ("window_calls", 0),
     ("window_calls", 10.0),
+    ("window_calls", 1_000_001),
+    ("window_calls", 10**11),
     ("break_duration", 0),
     ("break_duration", math.inf),
     ("max_break_duration", 0),
@@ -60,6 +65,41 @@ def test_bad_argument_raises_value_error_naming_the_field(field: str, value: Any
         CircuitBreaker(**kwargs)
     if field not in ("on", "store", "clock"):
         assert repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "failure_ratio",
+        "window",
+        "break_duration",
+        "max_break_duration",
+        "slow_call_duration",
+        "slow_call_ratio",
+    ],
+)
+def test_an_int_too_large_for_a_float_raises_value_error_naming_the_field(field: str) -> None:
+    kwargs: dict[str, Any] = {field: 10**400}
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        CircuitBreaker(**kwargs)
+
+
+def test_window_calls_may_be_a_million() -> None:
+    CircuitBreaker(window_calls=1_000_000)
+
+
+@pytest.mark.anyio
+async def test_a_millisecond_window_is_the_shortest_and_works() -> None:
+    clock = FakeClock(start=1e6)
+    breaker = CircuitBreaker(window=0.001, clock=clock)
+
+    async def ok() -> int:
+        return 1
+
+    assert await breaker.call(ok) == 1
+    assert breaker.metrics().calls == 1
+    clock.advance(0.002)
+    assert breaker.metrics().calls == 0
 
 
 def test_max_break_duration_may_equal_break_duration() -> None:

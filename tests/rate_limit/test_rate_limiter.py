@@ -437,13 +437,22 @@ async def test_telemetry_false_emits_nothing(telemetry: Any, clock: FakeClock) -
         ({"rate": float("inf")}, "rate"),
         ({"rate": "10"}, "rate"),
         ({"rate": True}, "rate"),
+        ({"rate": 10**400}, "rate"),
         ({"rate": 1, "per": 0}, "per"),
         ({"rate": 1, "per": -2.0}, "per"),
+        ({"rate": 1, "per": 10**400}, "per"),
         ({"rate": 1, "burst": 0}, "burst"),
         ({"rate": 1, "burst": 1.5}, "burst"),
         ({"rate": 1, "burst": True}, "burst"),
+        ({"rate": 1, "burst": 10**400}, "burst"),
+        ({"rate": 1, "burst": 2**53 + 1}, "burst"),
+        ({"rate": 1e300}, "burst"),  # the default burst, rate rounded down, is too big
+        ({"rate": 1, "per": 1e300, "burst": 10**9}, "burst"),  # the bucket's seconds overflow
+        ({"rate": 1e-320}, "per / rate"),  # a permit every 1e320 s overflows
+        ({"rate": 1e300, "per": 1e-300}, "per / rate"),  # a permit every 1e-600 s underflows
         ({"rate": 1, "max_wait": -0.1}, "max_wait"),
         ({"rate": 1, "max_wait": float("inf")}, "max_wait"),
+        ({"rate": 1, "max_wait": 10**400}, "max_wait"),
         ({"rate": 1, "max_wait": None}, "max_wait"),
         ({"rate": 1, "key": ""}, "key"),
         ({"rate": 1, "key": 7}, "key"),
@@ -456,6 +465,11 @@ def test_bad_configuration_raises_value_error_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         RateLimiter(**kwargs)
+
+
+def test_the_largest_burst_is_accepted() -> None:
+    assert RateLimiter(1, burst=2**53).burst == 2**53
+    assert RateLimiter(2.0**53).burst == 2**53  # the default, rate rounded down
 
 
 def test_defaults_follow_the_design() -> None:

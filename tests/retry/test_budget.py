@@ -125,11 +125,16 @@ def test_a_steady_stream_of_calls_earns_at_least_the_ratio_of_the_strict_window(
         ({"ratio": -0.1}, "ratio"),
         ({"ratio": float("nan")}, "ratio"),
         ({"ratio": "0.2"}, "ratio"),
+        ({"ratio": 10**400}, "ratio"),
         ({"min_per_second": -1}, "min_per_second"),
         ({"min_per_second": float("inf")}, "min_per_second"),
+        ({"min_per_second": 10**400}, "min_per_second"),
         ({"window": 0}, "window"),
         ({"window": -10}, "window"),
         ({"window": None}, "window"),
+        ({"window": 1e-308}, "window"),
+        ({"window": 0.000999}, "window"),
+        ({"window": 10**400}, "window"),
     ],
 )
 def test_bad_configuration_raises_value_error_naming_the_field(
@@ -137,3 +142,10 @@ def test_bad_configuration_raises_value_error_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         RetryBudget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_millisecond_window_is_the_shortest_and_works() -> None:
+    budget = RetryBudget(ratio=1.0, min_per_second=0.0, window=0.001)
+    budget.record_call(now=1e6)
+    assert budget.try_spend(now=1e6)
+    assert not budget.try_spend(now=1e6)

@@ -407,6 +407,7 @@ def test_repr_names_the_configuration() -> None:
         ({"max_duration": 0}, "max_duration"),
         ({"max_duration": -1.0}, "max_duration"),
         ({"max_duration": float("inf")}, "max_duration"),
+        ({"max_duration": 10**400}, "max_duration"),
         ({"name": ""}, "name"),
         ({"clock": "monotonic"}, "clock"),
     ],

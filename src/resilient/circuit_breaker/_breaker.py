@@ -8,18 +8,21 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
-from resilient._clock import Clock, monotonic_clock
+from resilient._clock import Clock
 from resilient._on import exception_filter
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
+    check_clock,
     check_name,
     check_optional_positive,
     check_positive,
     check_positive_int,
     check_ratio,
+    short_repr,
 )
+from resilient._window import check_window
 from resilient.circuit_breaker._state import (
     CLOSED,
     OPEN,
@@ -27,7 +30,7 @@ from resilient.circuit_breaker._state import (
     BreakerCore,
     CircuitState,
 )
-from resilient.circuit_breaker._windows import CountWindow, TimeWindow, Window
+from resilient.circuit_breaker._windows import MAX_SIZE, CountWindow, TimeWindow, Window
 from resilient.exceptions import CircuitOpenError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, instruments
 
@@ -81,7 +84,7 @@ class CircuitBreakerMetrics:
 
 def _optional_callable(field: str, value: Any) -> Any:
     if value is not None and not callable(value):
-        raise ValueError(f"{field} must be a callable or None, got {value!r}")
+        raise ValueError(f"{field} must be a callable or None, got {short_repr(value)}")
     return value
 
 
@@ -103,10 +106,11 @@ class CircuitBreaker(Policy):
         failure_ratio: the failure ratio that opens the breaker, in (0, 1]. Default 0.5.
         minimum_calls: calls the window must hold before the breaker may open (>= 1).
             Default 20. With `window_calls`, at most `window_calls` are needed.
-        window: the time-based window, in seconds (> 0). Default 30.0. Outcomes leave it
-            in steps of a tenth of the window.
-        window_calls: when set (>= 1), count the last `window_calls` calls instead of a
-            time window. Default None.
+        window: the time-based window, in seconds (at least 0.001, i.e. 1 ms). Default
+            30.0. Outcomes leave it in steps of a tenth of the window.
+        window_calls: when set, count the last `window_calls` calls instead of a time
+            window: a whole number from 1 to 1,000,000 (the window keeps a slot for each
+            call, allocated up front). Default None.
         break_duration: how long the breaker stays open the first time, in seconds (> 0).
             Default 5.0.
         max_break_duration: the cap on the break, which doubles on each failed probe, in
@@ -192,15 +196,15 @@ class CircuitBreaker(Policy):
         self.name = check_name(name, "circuit_breaker")
         failure_ratio = check_ratio("failure_ratio", failure_ratio, allow_zero=False)
         minimum_calls = check_positive_int("minimum_calls", minimum_calls)
-        window = check_positive("window", window)
+        window = check_window("window", window)
         if window_calls is not None:
-            window_calls = check_positive_int("window_calls", window_calls)
+            window_calls = check_positive_int("window_calls", window_calls, maximum=MAX_SIZE)
         break_duration = check_positive("break_duration", break_duration)
         max_break_duration = check_positive("max_break_duration", max_break_duration)
         if max_break_duration < break_duration:
             raise ValueError(
                 f"max_break_duration must be >= break_duration ({break_duration!r}), "
-                f"got {max_break_duration!r}"
+                f"got {short_repr(max_break_duration)}"
             )
         half_open_calls = check_positive_int("half_open_calls", half_open_calls)
         self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
@@ -210,15 +214,14 @@ class CircuitBreaker(Policy):
         self._on_state_change = _optional_callable("on_state_change", on_state_change)
         if store is not None:
             raise ValueError(
-                f"store must be None: shared breaker state is not available yet, got {store!r}"
+                "store must be None: shared breaker state is not available yet, "
+                f"got {short_repr(store)}"
             )
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValueError(f"clock must have now() and sleep(), got {clock!r}")
+        clock = check_clock(clock)
         check_bool("telemetry", telemetry)
         # No result predicate and no slow-call timing: a success needs one clock read.
         self._plain = self._on_result is None and self._slow_after is None
 
-        clock = monotonic_clock if clock is None else clock
         self._now = clock.now
         counted: Window
         if window_calls is None:

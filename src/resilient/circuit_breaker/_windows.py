@@ -13,14 +13,18 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from resilient._validate import short_repr
 from resilient._window import RollingCounts
 
-__all__ = ("CALLS", "FAILURES", "SLOW", "CountWindow", "TimeWindow", "Window")
+__all__ = ("CALLS", "FAILURES", "MAX_SIZE", "SLOW", "CountWindow", "TimeWindow", "Window")
 
 #: Field indexes in `RollingCounts`.
 CALLS = 0
 FAILURES = 1
 SLOW = 2
+
+#: The most outcomes a `CountWindow` keeps: it allocates a slot for each up front.
+MAX_SIZE = 1_000_000
 
 # A count window stores one small int per outcome: bit 0 failed, bit 1 slow.
 _FAILED_BIT = 1
@@ -51,7 +55,7 @@ class TimeWindow:
     """Outcomes of the last `window` seconds, in `buckets` buckets.
 
     Args:
-        window: the window length in seconds (> 0).
+        window: the window length in seconds (at least 0.001, i.e. 1 ms).
         buckets: how many buckets it is split into; an outcome leaves the window at the
             granularity of one bucket (`window / buckets` seconds).
 
@@ -137,7 +141,7 @@ class CountWindow:
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError(f"size must be >= 1, got {size!r}")
+            raise ValueError(f"size must be >= 1, got {short_repr(size)}")
         self.size = size
         self._codes = [0] * size
         self._next = 0

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from resilient._clock import Clock, TimedScope, monotonic_clock
+from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._validate import (
+    check_bool,
+    check_clock,
     check_name,
     check_non_negative,
     check_positive,
     check_positive_int,
+    short_repr,
 )
 from resilient.exceptions import RateLimitedError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
@@ -39,14 +41,14 @@ EVENT_DELAYED: Final = "resilient.rate_limit.delayed"
 #: Longest a cancelled waiter spends giving its reservation back to a remote store.
 _REFUND_TIMEOUT: Final = 1.0
 
-_short_repr = reprlib.Repr()
-_short_repr.maxstring = 60
-_short_repr.maxother = 60
+#: The largest `burst`: 2**53, the largest whole number from which a float still counts one
+#: permit at a time. The bucket is float arithmetic (`burst * per / rate` seconds).
+MAX_BURST: Final = 2**53
 
 
 def _check_key(field: str, key: Any) -> str:
     if not isinstance(key, str) or not key:
-        raise ValueError(f"{field} must be a non-empty string, got {_short_repr.repr(key)}")
+        raise ValueError(f"{field} must be a non-empty string, got {short_repr(key)}")
     return key
 
 
@@ -59,9 +61,11 @@ class RateLimiter(Policy):
     Args:
         rate: permits per `per` seconds (a number > 0; fractions are fine: `rate=1,
             per=60` is one a minute).
-        per: the period `rate` is counted over, in seconds (> 0, default 1.0).
+        per: the period `rate` is counted over, in seconds (> 0, default 1.0). The time
+            between two permits, `per / rate`, must be a finite number of seconds > 0.
         burst: the bucket size: how many permits may be taken at once after a quiet spell
-            (a whole number >= 1, default `rate` rounded down, at least 1).
+            (a whole number from 1 to 2**53, about 9e15; default `rate` rounded down, at
+            least 1). The bucket's size in seconds, `burst * per / rate`, must be finite.
         max_wait: seconds a caller may wait for a permit (>= 0, default 0.0: reject at
             once rather than block). A caller that waits has reserved its permit, so
             waiters are served first come, first served. A wait never outlasts the deadline
@@ -133,23 +137,40 @@ class RateLimiter(Policy):
 
         self.rate = check_positive("rate", rate)
         self.per = check_positive("per", per)
+        self._emission_interval = self.per / self.rate
+        if not (0 < self._emission_interval < math.inf):
+            raise ValueError(
+                "per / rate, the seconds between two permits, must be a finite number > 0, "
+                f"got per={short_repr(per)}, rate={short_repr(rate)}"
+            )
         if burst is None:
             self.burst = max(1, math.floor(self.rate))
+            if self.burst > MAX_BURST:
+                raise ValueError(
+                    f"burst must be given when rate is above {MAX_BURST}, the largest burst "
+                    f"(it defaults to rate rounded down), got rate={short_repr(rate)}"
+                )
         else:
-            self.burst = check_positive_int("burst", burst)
+            self.burst = check_positive_int("burst", burst, maximum=MAX_BURST)
+        # The bucket size in seconds, computed once for the memory store's fast path.
+        self._capacity = self.burst * self._emission_interval
+        if self._capacity == math.inf:
+            raise ValueError(
+                "burst * per / rate, the bucket's size in seconds, must be finite, "
+                f"got burst={self.burst}, per={short_repr(per)}, rate={short_repr(rate)}"
+            )
         self.max_wait = check_non_negative("max_wait", max_wait)
         self.key = _check_key("key", key)
         self.name = check_name(name, "rate_limit")
-        self._clock = monotonic_clock if clock is None else clock
-        self._emission_interval = self.per / self.rate
-        # The bucket size in seconds, computed once for the memory store's fast path.
-        self._capacity = self.burst * self._emission_interval
+        self._clock = check_clock(clock)
         if store is None:
             # A private store: no other limiter can reach it, so keys need no namespace.
             store = MemoryStore(clock=self._clock)
             self._prefix = ""
         elif not isinstance(store, Store):
-            raise ValueError(f"store must implement resilient.storage.Store, got {store!r}")
+            raise ValueError(
+                f"store must implement resilient.storage.Store, got {short_repr(store)}"
+            )
         else:
             # Length-prefixed, so no (name, key) pair can collide with another.
             self._prefix = f"{len(self.name)}:{self.name}:"
@@ -164,7 +185,9 @@ class RateLimiter(Policy):
         else:
             self._nowait = None
             self._refund_nowait = None
-        self._telemetry = PolicyTelemetry("rate_limit", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "rate_limit", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         base = self._telemetry.attributes
         self._decision_attrs = {
             decision: {**base, ATTR_DECISION: decision} for decision in (ALLOWED, DELAYED, REJECTED)
@@ -188,7 +211,7 @@ class RateLimiter(Policy):
 
     def _check_cost(self, cost: Any) -> int:
         if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
-            raise ValueError(f"cost must be a whole number >= 1, got {cost!r}")
+            raise ValueError(f"cost must be a whole number >= 1, got {short_repr(cost)}")
         if cost > self.burst:
             raise ValueError(
                 f"cost must be at most burst ({self.burst}): {cost} permits could never be "

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Final, Literal, TypeAlias
 
-from resilient._validate import check_non_negative, check_positive
+from resilient._validate import check_non_negative, check_positive, short_repr
 
 __all__ = ("Backoff", "Jitter")
 
@@ -89,16 +89,20 @@ class Backoff:
         initial = check_non_negative("initial", initial)
         multiplier = check_positive("multiplier", multiplier)
         if multiplier < 1:
-            raise ValueError(f"multiplier must be a finite number >= 1, got {multiplier!r}")
+            raise ValueError(
+                f"multiplier must be a finite number >= 1, got {short_repr(multiplier)}"
+            )
         max_delay = check_non_negative("max_delay", max_delay)
         if max_delay < initial:
-            raise ValueError(f"max_delay must be >= initial ({initial!r} s), got {max_delay!r}")
+            raise ValueError(
+                f"max_delay must be >= initial ({initial!r} s), got {short_repr(max_delay)}"
+            )
         if jitter not in _JITTERS:
             raise ValueError(
-                f"jitter must be one of {', '.join(map(repr, _JITTERS))}, got {jitter!r}"
+                f"jitter must be one of {', '.join(map(repr, _JITTERS))}, got {short_repr(jitter)}"
             )
         if rng is not None and not isinstance(rng, random.Random):
-            raise ValueError(f"rng must be a random.Random or None, got {rng!r}")
+            raise ValueError(f"rng must be a random.Random or None, got {short_repr(rng)}")
         set_ = object.__setattr__
         set_(self, "initial", initial)
         set_(self, "multiplier", multiplier)

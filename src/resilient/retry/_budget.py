@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from resilient._validate import check_non_negative, check_positive
-from resilient._window import RollingCounts
+from resilient._validate import check_non_negative
+from resilient._window import RollingCounts, check_window
 
 __all__ = ("RetryBudget",)
 
@@ -22,7 +22,8 @@ class RetryBudget:
         ratio: retries allowed per call made, over the window (>= 0; default 0.2, i.e. 20 %).
         min_per_second: retries per second always allowed, so that a quiet service can
             still retry (>= 0; default 10.0 retries/s).
-        window: the length of the sliding window, in seconds (> 0; default 10.0).
+        window: the length of the sliding window, in seconds (at least 0.001, i.e. 1 ms;
+            default 10.0).
 
     The guarantee, which holds exactly: whenever the budget admits a retry at time `t`,
     the retries it admitted in `(t - window, t]` (that one included, refunded ones
@@ -59,7 +60,7 @@ class RetryBudget:
     ) -> None:
         self.ratio = check_non_negative("ratio", ratio)
         self.min_per_second = check_non_negative("min_per_second", min_per_second)
-        self.window = check_positive("window", window)
+        self.window = check_window("window", window)
         self._floor = self.min_per_second * self.window
         self._counts = RollingCounts(self.window, 2, _BUCKETS)
         # The same value RollingCounts buckets time with, so that `(now * _inv_width) // 1`

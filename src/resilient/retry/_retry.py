@@ -17,11 +17,18 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from resilient._clock import Clock, monotonic_clock
+from resilient._clock import Clock
 from resilient._deadline import time_left
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
-from resilient._validate import check_name, check_optional_positive, check_positive_int
+from resilient._validate import (
+    check_bool,
+    check_clock,
+    check_name,
+    check_optional_positive,
+    check_positive_int,
+    short_repr,
+)
 from resilient.retry._backoff import Backoff
 from resilient.retry._budget import RetryBudget
 from resilient.telemetry._core import CallRecord, PolicyTelemetry
@@ -184,27 +191,28 @@ class Retry(Policy):
     ) -> None:
         self.max_attempts = check_positive_int("attempts", attempts)
         if not isinstance(backoff, Backoff):
-            raise ValueError(f"backoff must be a Backoff, got {backoff!r}")
+            raise ValueError(f"backoff must be a Backoff, got {short_repr(backoff)}")
         self.backoff = backoff
         self._should_retry = exception_filter(on, retry_rejected=False)
         self.on = on
         if on_result is not None and not callable(on_result):
             raise ValueError(
-                f"on_result must be a callable (result) -> bool or None, got {on_result!r}"
+                "on_result must be a callable (result) -> bool or None, "
+                f"got {short_repr(on_result)}"
             )
         self.on_result = on_result
         if isinstance(budget, _OwnBudget):
             budget = RetryBudget()
         elif budget is not None and not isinstance(budget, RetryBudget):
-            raise ValueError(f"budget must be a RetryBudget or None, got {budget!r}")
+            raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
         self._budget: RetryBudget | None = budget
         self.max_duration = check_optional_positive("max_duration", max_duration)
         self.name = check_name(name, "retry")
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValueError(f"clock must be a Clock (now() and sleep()), got {clock!r}")
-        self._clock: Clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._now = self._clock.now
-        self._telemetry = PolicyTelemetry("retry", self.name, enabled=telemetry is not False)
+        self._telemetry = PolicyTelemetry(
+            "retry", self.name, enabled=check_bool("telemetry", telemetry)
+        )
         self._calls = self._retries = self._successes = self._failures = self._cancelled = 0
         self._exhausted = self._budget_exhausted = 0
         self._deadline_give_ups = self._max_duration_give_ups = 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from itertools import islice
 from typing import Final
 
-from resilient._clock import Clock, monotonic_clock
-from resilient._validate import check_positive_int
+from resilient._clock import Clock
+from resilient._validate import check_clock, check_positive_int
 from resilient.rate_limit._gcra import EPSILON, Decision, decide, refund, remaining
 
 __all__ = ("MemoryStore",)
@@ -52,7 +52,7 @@ class MemoryStore:
 
     def __init__(self, *, max_keys: int = 1_000_000, clock: Clock | None = None) -> None:
         self.max_keys = check_positive_int("max_keys", max_keys)
-        self._clock = monotonic_clock if clock is None else clock
+        self._clock = check_clock(clock)
         self._now = self._clock.now
         # A plain dict: insertion order is eviction order, and lookups are the cheapest.
         self._tats: dict[str, float] = {}
