@@ -3,6 +3,21 @@
 Built once, at construction, into one plain function; the call path never inspects `on`
 again. Only `Exception` instances ever reach the function: cancellation (`CancelledError`,
 `trio.Cancelled`, `KeyboardInterrupt`, ...) is a `BaseException` and is never handled.
+
+Exception groups (a call that fans out with a task group) follow one rule in every policy
+that takes `on=` (Retry, CircuitBreaker, Fallback):
+
+- a group matches `on` when the group itself matches, or when every exception in it
+  matches (nested groups likewise): `on=ConnectionError` matches
+  `ExceptionGroup([ConnectionError(), ConnectionError()])`, not one that also holds a
+  `KeyError`;
+- a group that holds a cancellation (or any other `BaseException` that is not an
+  `Exception`) is not an `Exception`, so it is treated as a cancellation: never retried,
+  never counted as a failure, never replaced by a fallback;
+- a group that holds a `RejectedError` is treated as a rejection: `Retry` retries it only
+  when `on` names `RejectedError` (or the subclasses it holds), as it would a bare one.
+
+A predicate sees the group first, then each member.
 """
 
 from __future__ import annotations
@@ -48,18 +63,51 @@ def exception_filter(on: object, *, retry_rejected: bool = True) -> ExceptionFil
                 f"predicate (exception) -> bool, got {short_repr(on)}"
             )
         if retry_rejected:
-            return _isinstance_of(types)
+            return _looking_into_groups(_isinstance_of(types), rejection_aware=False)
         rejected = tuple(t for t in types if issubclass(t, RejectedError))
         if not rejected:
-            return _except_rejected(types)
-        return _rejected_only_when_named(types, rejected)
+            return _looking_into_groups(_except_rejected(types), rejection_aware=True)
+        return _looking_into_groups(
+            _rejected_only_when_named(types, rejected), rejection_aware=True
+        )
     if callable(on):
-        predicate: ExceptionFilter = on
-        return predicate
+        return _looking_into_groups(on, rejection_aware=False)
     raise ValueError(
         "on must be an Exception subclass, a non-empty tuple of them, or a "
         f"predicate (exception) -> bool, got {short_repr(on)}"
     )
+
+
+def _holds_rejection(group: BaseExceptionGroup[BaseException]) -> bool:
+    return any(
+        _holds_rejection(exc)
+        if isinstance(exc, BaseExceptionGroup)
+        else isinstance(exc, RejectedError)
+        for exc in group.exceptions
+    )
+
+
+def _looking_into_groups(
+    matches_one: Callable[[Exception], bool], *, rejection_aware: bool
+) -> ExceptionFilter:
+    """Apply the rule for exception groups on top of `matches_one`.
+
+    A group matches when the group itself matches, or when every exception in it matches
+    (nested groups likewise). With `rejection_aware` (Retry's type filters), a group that
+    holds a `RejectedError` anywhere is a rejection: it is judged by its members only, so
+    `on=Exception` does not retry a rejection just because it came wrapped in a group.
+    """
+
+    def matches(exc: Exception) -> bool:
+        if not isinstance(exc, BaseExceptionGroup):
+            return matches_one(exc)
+        if matches_one(exc) and not (rejection_aware and _holds_rejection(exc)):
+            return True
+        # Only an ExceptionGroup gets here (a group holding a BaseException is not an
+        # Exception), so every member is an Exception.
+        return all(matches(member) for member in exc.exceptions)  # type: ignore[arg-type]
+
+    return matches
 
 
 def _isinstance_of(types: tuple[type[BaseException], ...]) -> ExceptionFilter:

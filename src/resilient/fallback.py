@@ -113,7 +113,14 @@ class Fallback(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            if not self._matches(exc):
+            try:
+                matched = self._matches(exc)
+            except BaseException as raised:
+                # The predicate itself failed: its error propagates, chained to `exc`.
+                if record is not None:
+                    record.end(outcome_of(raised), raised)
+                raise
+            if not matched:
                 if record is not None:
                     record.end("failure", exc)
                 raise

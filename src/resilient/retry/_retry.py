@@ -31,7 +31,7 @@ from resilient._validate import (
 )
 from resilient.retry._backoff import Backoff
 from resilient.retry._budget import RetryBudget
-from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
 __all__ = ("Attempt", "AttemptIterator", "Retry", "RetryStatistics")
 
@@ -273,11 +273,14 @@ class Retry(Policy):
             self._cancelled += 1
             raise
         else:
-            on_result = self.on_result
-            if on_result is None or not on_result(result):
+            if self.on_result is None:
                 self._successes += 1
                 return result
-            return await self._retry_after(_Call(started, None), fn, args, kwargs, None, result)
+            call = _Call(started, None)
+            if not self._retry_result(call, result):
+                self._finish(call, "success")
+                return result
+            return await self._retry_after(call, fn, args, kwargs, None, result)
         # Outside the except block, so that the retries do not run "while handling" it.
         return await self._retry_after(_Call(started, None), fn, args, kwargs, error, None)
 
@@ -293,15 +296,34 @@ class Retry(Policy):
             self._budget.record_call(call.started)
         self._calls += 1
         error, result = await self._attempt(call, fn, args, kwargs)
-        if error is None and not self._retry_result(result):
+        if error is None and not self._retry_result(call, result):
             self._finish(call, "success")
             succeeded: T = result
             return succeeded
         return await self._retry_after(call, fn, args, kwargs, error, result)
 
-    def _retry_result(self, result: object) -> bool:
+    # -- classification: a predicate that raises ends the call ------------------------------
+
+    def _retry_result(self, call: _Call, result: object) -> bool:
+        """True when `on_result` asks to retry `result`. If it raises, the call ends as a
+        failure and its exception propagates."""
         on_result = self.on_result
-        return on_result is not None and bool(on_result(result))
+        if on_result is None:
+            return False
+        try:
+            return bool(on_result(result))
+        except BaseException as exc:
+            self._finish(call, outcome_of(exc), exc)
+            raise
+
+    def _retry_error(self, call: _Call, error: Exception) -> bool:
+        """True when `on` asks to retry `error`. If the predicate raises, the call ends as a
+        failure and the predicate's exception propagates (chained to `error`)."""
+        try:
+            return self._should_retry(error)
+        except BaseException as exc:
+            self._finish(call, outcome_of(exc), exc)
+            raise
 
     async def _retry_after(
         self,
@@ -314,7 +336,7 @@ class Retry(Policy):
     ) -> T:
         """The slow path: attempt 1 has failed (`error`) or returned a rejected `result`."""
         while True:
-            if error is not None and not self._should_retry(error):
+            if error is not None and not self._retry_error(call, error):
                 self._finish(call, "failure", error)
                 raise error
             delay = self._plan(call, error)
@@ -325,7 +347,7 @@ class Retry(Policy):
                 return final
             await self._sleep(call, delay)
             error, result = await self._attempt(call, fn, args, kwargs)
-            if error is None and not self._retry_result(result):
+            if error is None and not self._retry_result(call, result):
                 self._finish(call, "success")
                 succeeded: T = result
                 return succeeded
@@ -533,22 +555,27 @@ class AttemptIterator:
         """Judge the attempt that just ended; True swallows `exc` to retry it."""
         call, retry = self._call, self._retry
         assert call is not None
-        if exc is None:
-            if attempt._has_result and retry._retry_result(attempt._result):
-                return False
-            self._state = _DONE
-            retry._finish(call, "success")
-            return False
-        if not isinstance(exc, Exception):
+        if exc is not None and not isinstance(exc, Exception):
             self._state = _DONE
             retry._finish(call, "cancelled")
             return False
-        if not retry._should_retry(exc):
-            self._state = _DONE
+        try:
+            if exc is None:
+                again = attempt._has_result and retry._retry_result(call, attempt._result)
+            else:
+                again = retry._retry_error(call, exc)
+        except BaseException:
+            self._state = _DONE  # the predicate's own error has ended the call
+            raise
+        if again:
+            self._error = exc  # None when on_result asked for another attempt
+            return exc is not None
+        self._state = _DONE
+        if exc is None:
+            retry._finish(call, "success")
+        else:
             retry._finish(call, "failure", exc)
-            return False
-        self._error = exc
-        return True
+        return False
 
 
 class Attempt:
