@@ -13,7 +13,15 @@ import pytest
 from opentelemetry import trace
 
 import resilient.timeout as timeout_module
-from resilient import Pipeline, Timeout, TimeoutExceeded, time_left
+from resilient import (
+    Bulkhead,
+    BulkheadFullError,
+    Pipeline,
+    RateLimiter,
+    Timeout,
+    TimeoutExceeded,
+    time_left,
+)
 from resilient._clock import Clock, MonotonicClock
 from resilient.telemetry import configure
 from resilient.testing import FakeClock
@@ -463,3 +471,20 @@ async def test_code_inside_a_task_group_the_timeout_bounds_keeps_its_deadline(
     async with Timeout(2, clock=clock), anyio.create_task_group() as tg:
         tg.start_soon(child)
     assert seen == [1.75]
+
+
+@pytest.mark.parametrize(
+    "clock", [MonotonicClock(), _PlainClock()], ids=["MonotonicClock()", "plain"]
+)
+async def test_every_clock_of_the_protocol_bounds_bulkhead_and_limiter_waits(clock: Clock) -> None:
+    bulkhead = Bulkhead(1, max_waiting=1, max_wait=0.01, clock=clock)
+    never = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bulkhead.call, never.wait)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(BulkheadFullError, match="no slot within"):
+            await bulkhead.call(returns, 1)
+        tg.cancel_scope.cancel()
+    limiter = RateLimiter(100, burst=1, max_wait=1.0, clock=clock)
+    await limiter.acquire()
+    await limiter.acquire()  # waits about 10 ms on the clock's own time line
