@@ -297,7 +297,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "resilient.httpx.ResilientTransport",
     }
     assert resolves("resilient.testing.FakeClock")
-    assert resolves("resilient.rate_limit._gcra")
+    assert resolves("resilient._gcra")
     assert not resolves("resilient.Retry.no_such_thing")
     assert not resolves("resilient.no_such_module.Thing")
     assert "resilient.retry.attempt" in emitted_telemetry_names()

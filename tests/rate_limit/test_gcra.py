@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient.rate_limit._gcra import decide, refund, remaining
+from resilient._gcra import decide, refund, remaining
 
 
 def test_a_fresh_key_admits_a_full_burst_then_rejects() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient.rate_limit._gcra import decide
+from resilient._gcra import decide
 from resilient.storage import MemoryStore
 from resilient.testing import FakeClock
 

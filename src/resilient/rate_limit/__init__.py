@@ -1,7 +1,8 @@
 """Rate limiting: `RateLimiter`, a GCRA token bucket per key, in memory or in a shared store.
 
-The arithmetic lives in `resilient.rate_limit._gcra` (pure, takes `now`); where the state is
-kept is `resilient.storage`'s business.
+The arithmetic lives once, in the private pure module `resilient._gcra` (it takes `now`),
+below both this package and the stores; where the state is kept is `resilient.storage`'s
+business.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -22,10 +22,8 @@ from resilient._validate import (
     short_repr,
 )
 from resilient.exceptions import RateLimitedError
+from resilient.storage import Decision, MemoryStore, Store, SyncStore
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
-
-if TYPE_CHECKING:
-    from resilient.storage import Decision, Store
 
 __all__ = ("RateLimiter",)
 
@@ -132,9 +130,6 @@ class RateLimiter(Policy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
-        # Imported here: resilient.storage builds on this package's GCRA module.
-        from resilient.storage import MemoryStore, Store
-
         self.rate = check_positive("rate", rate)
         self.per = check_positive("per", per)
         self._emission_interval = self.per / self.rate
@@ -152,7 +147,7 @@ class RateLimiter(Policy):
                 )
         else:
             self.burst = check_positive_int("burst", burst, maximum=MAX_BURST)
-        # The bucket size in seconds, computed once for the memory store's fast path.
+        # The bucket size in seconds, computed once for the synchronous fast path.
         self._capacity = self.burst * self._emission_interval
         if self._capacity == math.inf:
             raise ValueError(
@@ -176,8 +171,9 @@ class RateLimiter(Policy):
             self._prefix = f"{len(self.name)}:{self.name}:"
         self._store: Store = store
         self._default_key = self._prefix + self.key
-        if isinstance(store, MemoryStore):
-            # Bound once: a granted permit is one synchronous call, no await.
+        if isinstance(store, SyncStore):
+            # A store with its state in this process: bound once, a granted permit is one
+            # synchronous call, no await.
             self._nowait: Callable[[str, float, float], float] | None = store.acquire_nowait
             self._refund_nowait: Callable[[str, float, float, int], bool] | None = (
                 store.refund_nowait

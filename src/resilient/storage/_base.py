@@ -1,12 +1,20 @@
-"""The `Store` protocol: where a rate limiter keeps its per-key state."""
+"""What a store can do, one protocol per capability.
+
+`Store` is what every rate-limit store does: per-key GCRA buckets, one atomic coroutine per
+step. `SyncStore` is the extra capability of a store whose state lives in this process: the
+same decisions without awaiting, which `RateLimiter` uses as its fast path. A policy asks a
+store for a capability through these protocols, never by its concrete type. (Breaker state
+shared between processes, which is coming with the Redis store, will be a capability of its
+own.)
+"""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from resilient.rate_limit._gcra import Decision
+from resilient._gcra import Decision
 
-__all__ = ("Decision", "Store")
+__all__ = ("Decision", "Store", "SyncStore")
 
 
 @runtime_checkable
@@ -16,8 +24,8 @@ class Store(Protocol):
     Each method is one atomic step against the store, made with the store's own clock (a
     store shared between processes, coming with Redis, will read the server's time, so that
     processes whose clocks disagree still share one limit). A decision is one round trip;
-    nothing is read, computed and written back in separate steps. The arithmetic is
-    `resilient.rate_limit`'s GCRA (see its module docs).
+    nothing is read, computed and written back in separate steps. The arithmetic is the
+    library's one GCRA (see the `RateLimiter` page).
 
     Keys arrive already namespaced by the limiter; any non-empty string is a valid key, and a
     store must keep hostile ones (huge, unicode, control characters) apart and harmless.
@@ -73,4 +81,32 @@ class Store(Protocol):
 
     async def peek(self, key: str, *, emission_interval: float, burst: int) -> int:
         """Whole permits a request on `key` could take now without waiting; changes nothing."""
+        ...
+
+
+@runtime_checkable
+class SyncStore(Store, Protocol):
+    """A `Store` that can also decide without awaiting, because its state is in this process.
+
+    `RateLimiter` checks for this capability once, when it is built, and then admits a
+    permit with one synchronous call. The units are the ones a limiter computes once:
+    seconds of permits (`cost * emission_interval`) and seconds of bucket
+    (`burst * emission_interval`).
+
+    Examples:
+        ```python
+        from resilient.storage import MemoryStore, SyncStore
+
+        assert isinstance(MemoryStore(), SyncStore)
+        ```
+    """
+
+    def acquire_nowait(self, key: str, increment: float, capacity: float) -> float:
+        """Take `increment` seconds of permits from a bucket of `capacity` seconds if they
+        are there now: `0.0` when taken, otherwise the seconds until they would be (and
+        nothing changed)."""
+        ...
+
+    def refund_nowait(self, key: str, tat: float, emission_interval: float, cost: int) -> bool:
+        """`Store.refund` without awaiting."""
         ...

@@ -6,8 +6,8 @@ from itertools import islice
 from typing import Final
 
 from resilient._clock import Clock
+from resilient._gcra import EPSILON, Decision, admit, decide, refund, remaining
 from resilient._validate import check_clock, check_positive_int
-from resilient.rate_limit._gcra import EPSILON, Decision, decide, refund, remaining
 
 __all__ = ("MemoryStore",)
 
@@ -34,9 +34,9 @@ class MemoryStore:
     several limiters to keep all their state in one bounded table; limiters with different
     `name=` never share buckets.
 
-    Besides the `Store` coroutines, `acquire_nowait` and `refund_nowait` decide without
-    awaiting; `RateLimiter` uses them so a granted permit costs no trip through the event
-    loop.
+    Besides the `Store` coroutines it has the `SyncStore` capability: `acquire_nowait` and
+    `refund_nowait` decide without awaiting, and `RateLimiter` uses them so that a granted
+    permit costs no trip through the event loop.
 
     Examples:
         ```python
@@ -117,22 +117,13 @@ class MemoryStore:
         now = self._now()
         tats = self._tats
         tat = tats.get(key)
+        new_tat, wait = admit(tat, now, increment, capacity)
+        if wait > EPSILON:
+            return wait
         if tat is None:
-            return self._first_nowait(key, increment, capacity, now)
-        new_tat = (tat if tat > now else now) + increment
-        # The same arithmetic as _gcra.decide.
-        wait = new_tat - capacity - now
-        if wait > EPSILON:
-            return wait
-        tats[key] = new_tat
-        return 0.0
-
-    def _first_nowait(self, key: str, increment: float, capacity: float, now: float) -> float:
-        new_tat = now + increment
-        wait = new_tat - capacity - now
-        if wait > EPSILON:
-            return wait
-        self._insert(key, new_tat, now)
+            self._insert(key, new_tat, now)
+        else:
+            tats[key] = new_tat
         return 0.0
 
     def refund_nowait(self, key: str, tat: float, emission_interval: float, cost: int) -> bool:

@@ -1,8 +1,10 @@
 """GCRA, the generic cell rate algorithm: a token bucket kept as one number per key.
 
-Pure arithmetic, no I/O and no clock of its own: every function takes `now`. Stores (the
-memory store, and the Redis store that is coming) run exactly this decision next to the
-state they keep.
+Pure arithmetic, no I/O and no clock of its own: every function takes `now`. It sits below
+both the rate limiter and the stores (imports run one way: policies, then stores, then this),
+and stores run exactly this decision next to the state they keep. `admit` is the whole
+decision, in the units a caller computes once; `decide` adds waits, reservations and the
+numbers a caller reports.
 
 A key's whole state is its *theoretical arrival time* `tat`: the moment the bucket would be
 full again. With the emission interval `T = per / rate` (the time one permit takes to come
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Final, NamedTuple
 
-__all__ = ("EPSILON", "Decision", "decide", "refund", "remaining")
+__all__ = ("EPSILON", "Decision", "admit", "decide", "refund", "remaining")
 
 #: Slack, in seconds, for float rounding: `10 * 0.1` is not exactly `1.0`, and a request that
 #: is due "exactly now" must not be rejected for a wait of 1e-16 s.
@@ -67,6 +69,22 @@ def remaining(tat: float | None, now: float, *, emission_interval: float, burst:
     return max(0, math.floor(left + EPSILON / emission_interval))
 
 
+def admit(tat: float | None, now: float, increment: float, capacity: float) -> tuple[float, float]:
+    """The GCRA step: `(new_tat, wait)` for a request of `increment` seconds of permits
+    (`cost * emission_interval`) on a bucket of `capacity` seconds (`burst *
+    emission_interval`). The request fits now when `wait <= EPSILON`; `new_tat` is then the
+    key's new state.
+
+    Examples:
+        >>> admit(None, 0.0, 0.25, 1.0)
+        (0.25, -0.75)
+        >>> admit(1.0, 0.0, 0.25, 1.0)
+        (1.25, 0.25)
+    """
+    new_tat = (now if tat is None or tat < now else tat) + increment
+    return new_tat, new_tat - capacity - now
+
+
 def decide(
     tat: float | None,
     now: float,
@@ -92,9 +110,7 @@ def decide(
         >>> decide(1.0, 0.0, emission_interval=0.25, burst=4, cost=1, max_wait=0.5)
         Decision(allowed=True, wait=0.25, retry_after=0.0, remaining=0, tat=1.25)
     """
-    new_tat = (now if tat is None or tat < now else tat) + cost * emission_interval
-    # The same expression as MemoryStore.acquire_nowait, so both round identically.
-    wait = new_tat - burst * emission_interval - now
+    new_tat, wait = admit(tat, now, cost * emission_interval, burst * emission_interval)
     if wait > max_wait + EPSILON:
         left = remaining(tat, now, emission_interval=emission_interval, burst=burst)
         return Decision(False, 0.0, wait, left, now if tat is None else tat)
