@@ -49,3 +49,21 @@ def test_a_lower_layer_never_imports_a_higher_one(layer: str) -> None:
         }
         assert not stray, f"{path.relative_to(SRC)} imports {sorted(stray)}"
 
+
+def test_only_the_opentelemetry_consumer_imports_opentelemetry() -> None:
+    importers = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if any(
+            name.split(".")[0] == "opentelemetry"
+            for node in ast.walk(ast.parse(path.read_text()))
+            for name in (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+        )
+    )
+    assert importers == ["telemetry/_otel.py"]

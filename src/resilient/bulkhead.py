@@ -22,15 +22,39 @@ from resilient._validate import (
 )
 from resilient.exceptions import BulkheadFullError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._spec import WAIT, Effect, EventSpec, Instrument
 
 __all__ = ("Bulkhead",)
 
 T = TypeVar("T")
 
-EVENT_QUEUED: Final = "resilient.bulkhead.queued"
-EVENT_DEQUEUED: Final = "resilient.bulkhead.dequeued"
 ATTR_WAITING: Final = "resilient.bulkhead.waiting"
 ATTR_WAIT: Final = "resilient.wait.duration"
+
+# -- what Bulkhead reports (telemetry as data; see resilient.telemetry) ----------------------
+
+IN_FLIGHT: Final = Instrument(
+    "resilient.bulkhead.in_flight", "up_down_counter", "{call}", "Calls running inside a bulkhead."
+)
+QUEUED_CALLS: Final = Instrument(
+    "resilient.bulkhead.queued", "up_down_counter", "{call}", "Calls waiting for a bulkhead slot."
+)
+#: A call took a slot / gave it back.
+ACQUIRED: Final = EventSpec(
+    "resilient.bulkhead.acquired", span_event=False, effects=(Effect(IN_FLIGHT, 1),)
+)
+RELEASED: Final = EventSpec(
+    "resilient.bulkhead.released", span_event=False, effects=(Effect(IN_FLIGHT, -1),)
+)
+#: A call joined the queue (`resilient.bulkhead.waiting`: the queue's length with it).
+QUEUED: Final = EventSpec("resilient.bulkhead.queued", effects=(Effect(QUEUED_CALLS, 1),))
+#: A call left the queue, whether or not it got a slot.
+LEFT_QUEUE: Final = EventSpec(
+    "resilient.bulkhead.left_queue", span_event=False, effects=(Effect(QUEUED_CALLS, -1),)
+)
+#: A queued call got its slot after `resilient.wait.duration` seconds.
+DEQUEUED: Final = EventSpec("resilient.bulkhead.dequeued", effects=(Effect(WAIT, ATTR_WAIT),))
+_NO_ATTRIBUTES: Final[dict[str, object]] = {}
 
 
 class _Waiter:
@@ -160,14 +184,10 @@ class Bulkhead(Policy):
                 limit = left
         waiter = _Waiter()
         waiters.append(waiter)
-        inst = None
         started = 0.0
         if record is not None:
             started = self._clock.now()
-            record.event(EVENT_QUEUED, {ATTR_WAITING: len(waiters)})
-            inst = record.instruments
-            if inst is not None:
-                inst.bulkhead_queued.add(1, self._telemetry.attributes)
+            record.event(QUEUED, {ATTR_WAITING: len(waiters)})
         try:
             if limit is None:
                 await waiter.event.wait()
@@ -181,16 +201,13 @@ class Bulkhead(Policy):
                 waiters.remove(waiter)
             raise
         finally:
-            if inst is not None:
-                inst.bulkhead_queued.add(-1, self._telemetry.attributes)
+            if record is not None:
+                record.event(LEFT_QUEUE, _NO_ATTRIBUTES)
         if not waiter.granted:
             waiters.remove(waiter)
             raise self._full(f"no slot within {limit:g}s")
         if record is not None:
-            waited = self._clock.now() - started
-            record.event(EVENT_DEQUEUED, {ATTR_WAIT: waited})
-            if inst is not None:
-                inst.wait.record(waited, self._telemetry.attributes)
+            record.event(DEQUEUED, {ATTR_WAIT: self._clock.now() - started})
 
     async def _enter_recorded(self, record: CallRecord) -> None:
         """Take a slot for a recorded call; on rejection or cancellation end the record."""
@@ -205,15 +222,11 @@ class Bulkhead(Policy):
             except BaseException as exc:
                 record.end(outcome_of(exc), exc)
                 raise
-        inst = record.instruments
-        if inst is not None:
-            inst.bulkhead_in_flight.add(1, self._telemetry.attributes)
+        record.event(ACQUIRED, _NO_ATTRIBUTES)
 
     def _exit_recorded(self, record: CallRecord, exc: BaseException | None) -> None:
         self._release()
-        inst = record.instruments
-        if inst is not None:
-            inst.bulkhead_in_flight.add(-1, self._telemetry.attributes)
+        record.event(RELEASED, _NO_ATTRIBUTES)
         if exc is None:
             record.end("success")
         else:

@@ -10,12 +10,14 @@ from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
+from resilient.telemetry._spec import EventSpec
 
 __all__ = ("Fallback",)
 
 T = TypeVar("T")
 
-EVENT_USED: Final = "resilient.fallback.used"
+#: The fallback answered instead of the call (`error.type`: what the call raised).
+USED: Final = EventSpec("resilient.fallback.used")
 
 
 class _Unset:
@@ -125,7 +127,7 @@ class Fallback(Policy):
                     record.end("failure", exc)
                 raise
             if record is not None:
-                record.event(EVENT_USED, {"error.type": type(exc).__qualname__})
+                record.event(USED, {"error.type": type(exc).__qualname__})
             handler = self._handler
             if handler is None:
                 if record is not None:

@@ -32,7 +32,8 @@ from resilient.circuit_breaker._state import (
 )
 from resilient.circuit_breaker._windows import MAX_SIZE, CountWindow, TimeWindow, Window
 from resilient.exceptions import CircuitOpenError
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, instruments
+from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
 __all__ = ("CircuitBreaker", "CircuitBreakerMetrics", "ExceptionFilter")
 
@@ -43,10 +44,40 @@ ExceptionFilter: TypeAlias = (
     type[Exception] | tuple[type[Exception], ...] | Callable[[BaseException], bool]
 )
 
-TRANSITION_EVENT: Final = "resilient.circuit_breaker.transition"
 ATTR_FROM: Final = "resilient.circuit_breaker.from"
 ATTR_TO: Final = "resilient.circuit_breaker.to"
 ATTR_STATE: Final = "resilient.circuit_breaker.state"
+
+# -- what CircuitBreaker reports (telemetry as data; see resilient.telemetry) ----------------
+
+TRANSITIONS: Final = Instrument(
+    "resilient.circuit_breaker.transitions",
+    "counter",
+    "{transition}",
+    "Circuit breaker state changes, by from and to state.",
+)
+STATE: Final = Instrument(
+    "resilient.circuit_breaker.state",
+    "up_down_counter",
+    "{breaker}",
+    "1 for the state each circuit breaker is in, 0 for the others.",
+)
+#: The breaker moved from one state to another (a span event on the current span).
+TRANSITION: Final = EventSpec(
+    "resilient.circuit_breaker.transition",
+    effects=(Effect(TRANSITIONS, 1, ((ATTR_FROM, ATTR_FROM), (ATTR_TO, ATTR_TO))),),
+)
+#: The state gauge: the breaker left one state, entered another.
+STATE_LEFT: Final = EventSpec(
+    "resilient.circuit_breaker.state_left",
+    span_event=False,
+    effects=(Effect(STATE, -1, ((ATTR_STATE, ATTR_STATE),)),),
+)
+STATE_ENTERED: Final = EventSpec(
+    "resilient.circuit_breaker.state_entered",
+    span_event=False,
+    effects=(Effect(STATE, 1, ((ATTR_STATE, ATTR_STATE),)),),
+)
 
 _logger = logging.getLogger("resilient.circuit_breaker")
 
@@ -242,8 +273,7 @@ class CircuitBreaker(Policy):
         )
         self._entry: TaskLocalStack[_Entry] = TaskLocalStack("CircuitBreaker")
         self._telemetry = PolicyTelemetry("circuit_breaker", self.name, enabled=telemetry)
-        base = self._telemetry.attributes
-        self._state_attrs = {s: {**base, ATTR_STATE: s.value} for s in CircuitState}
+        self._state_attrs = {s: {ATTR_STATE: s.value} for s in CircuitState}
         self._transition_attrs: dict[tuple[CircuitState, CircuitState], dict[str, str]] = {}
         self._reported_state: CircuitState | None = None
         self._report_state(CLOSED)
@@ -451,14 +481,10 @@ class CircuitBreaker(Policy):
             attrs = self._transition_attrs.get((old, new))
             if attrs is None:
                 attrs = self._transition_attrs[(old, new)] = {
-                    **telemetry.attributes,
                     ATTR_FROM: old.value,
                     ATTR_TO: new.value,
                 }
-            telemetry.event(TRANSITION_EVENT, attrs)
-            inst = instruments()
-            if inst is not None:
-                inst.breaker_transitions.add(1, attrs)
+            telemetry.emit(TRANSITION, attrs)
             self._report_state(new)
         callback = self._on_state_change
         if callback is not None:
@@ -471,13 +497,11 @@ class CircuitBreaker(Policy):
 
     def _report_state(self, state: CircuitState) -> None:
         """Move the state gauge: -1 on the state left, +1 on the state entered."""
-        if not self._telemetry.enabled:
-            return
-        inst = instruments()
-        if inst is None:
+        telemetry = self._telemetry
+        if not telemetry.metrics_ready():
             return
         previous = self._reported_state
         if previous is not None:
-            inst.breaker_state.add(-1, self._state_attrs[previous])
-        inst.breaker_state.add(1, self._state_attrs[state])
+            telemetry.emit(STATE_LEFT, self._state_attrs[previous])
+        telemetry.emit(STATE_ENTERED, self._state_attrs[state])
         self._reported_state = state

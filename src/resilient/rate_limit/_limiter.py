@@ -24,6 +24,7 @@ from resilient._validate import (
 from resilient.exceptions import RateLimitedError
 from resilient.storage import Decision, MemoryStore, Store, SyncStore
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._spec import WAIT, Effect, EventSpec, Instrument
 
 __all__ = ("RateLimiter",)
 
@@ -34,7 +35,26 @@ DELAYED: Final = "delayed"
 REJECTED: Final = "rejected"
 ATTR_DECISION: Final = "resilient.rate_limit.decision"
 ATTR_WAIT: Final = "resilient.wait.duration"
-EVENT_DELAYED: Final = "resilient.rate_limit.delayed"
+
+# -- what RateLimiter reports (telemetry as data; see resilient.telemetry) -------------------
+
+DECISIONS: Final = Instrument(
+    "resilient.rate_limit.decisions",
+    "counter",
+    "{decision}",
+    "Rate limiter decisions: allowed, delayed or rejected.",
+)
+#: The limiter decided (`resilient.rate_limit.decision`: allowed, delayed or rejected); set
+#: on the call's span as an attribute.
+DECIDED: Final = EventSpec(
+    "resilient.rate_limit.decision",
+    span_attribute=ATTR_DECISION,
+    effects=(Effect(DECISIONS, 1, ((ATTR_DECISION, ATTR_DECISION),)),),
+)
+#: An admitted call waits `resilient.wait.duration` seconds for its reserved permit.
+DELAYED_CALL: Final = EventSpec("resilient.rate_limit.delayed", effects=(Effect(WAIT, ATTR_WAIT),))
+#: Built once: the attributes of each decision.
+_DECISION_ATTRS: Final = {d: {ATTR_DECISION: d} for d in (ALLOWED, DELAYED, REJECTED)}
 
 #: Longest a cancelled waiter spends giving its reservation back to a remote store.
 _REFUND_TIMEOUT: Final = 1.0
@@ -101,7 +121,6 @@ class RateLimiter(Policy):
     __slots__ = (
         "_capacity",
         "_clock",
-        "_decision_attrs",
         "_default_key",
         "_emission_interval",
         "_nowait",
@@ -184,10 +203,6 @@ class RateLimiter(Policy):
         self._telemetry = PolicyTelemetry(
             "rate_limit", self.name, enabled=check_bool("telemetry", telemetry)
         )
-        base = self._telemetry.attributes
-        self._decision_attrs = {
-            decision: {**base, ATTR_DECISION: decision} for decision in (ALLOWED, DELAYED, REJECTED)
-        }
 
     def __repr__(self) -> str:
         return (
@@ -218,10 +233,7 @@ class RateLimiter(Policy):
     # -- deciding ---------------------------------------------------------------------------
 
     def _count(self, record: CallRecord, decision: str) -> None:
-        record.set(ATTR_DECISION, decision)
-        inst = record.instruments
-        if inst is not None:
-            inst.rate_limit_decisions.add(1, self._decision_attrs[decision])
+        record.event(DECIDED, _DECISION_ATTRS[decision])
 
     def _rejected(
         self, retry_after: float, cost: int, record: CallRecord | None
@@ -279,10 +291,7 @@ class RateLimiter(Policy):
         wait = decision.wait
         if record is not None:
             self._count(record, DELAYED)
-            record.event(EVENT_DELAYED, {ATTR_WAIT: wait})
-            inst = record.instruments
-            if inst is not None:
-                inst.wait.record(wait, self._telemetry.attributes)
+            record.event(DELAYED_CALL, {ATTR_WAIT: wait})
         try:
             with TimedScope(self._clock, wait):
                 await anyio.sleep_forever()

@@ -13,10 +13,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
-from opentelemetry.trace import Span, Status, StatusCode
-
 from resilient._clock import Clock
 from resilient._deadline import time_left
 from resilient._on import On, exception_filter
@@ -32,18 +28,33 @@ from resilient._validate import (
 from resilient.retry._backoff import Backoff
 from resilient.retry._budget import RetryBudget
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
 __all__ = ("Attempt", "AttemptIterator", "Retry", "RetryStatistics")
 
 T = TypeVar("T")
 
 ATTR_ATTEMPT: Final = "resilient.retry.attempt"
+SPAN_ATTEMPT: Final = "resilient.retry.attempt"
 ATTR_DELAY: Final = "resilient.retry.delay"
 ATTR_REASON: Final = "resilient.retry.reason"
-EVENT_SCHEDULED: Final = "resilient.retry.scheduled"
-EVENT_BUDGET: Final = "resilient.retry.budget_exhausted"
-EVENT_GAVE_UP: Final = "resilient.retry.gave_up"
-SPAN_ATTEMPT: Final = "resilient.retry.attempt"
+
+# -- what Retry reports (telemetry as data; see resilient.telemetry) -------------------------
+
+ATTEMPTS: Final = Instrument(
+    "resilient.retry.attempts",
+    "counter",
+    "{attempt}",
+    "Attempts made by Retry, the first one included.",
+)
+#: An attempt starts (its own child span, made current while it runs).
+ATTEMPT_STARTED: Final = EventSpec(SPAN_ATTEMPT, span_event=False, effects=(Effect(ATTEMPTS),))
+#: A retry is scheduled: `resilient.retry.attempt` (the next one) and its delay.
+SCHEDULED: Final = EventSpec("resilient.retry.scheduled")
+#: The retry budget refused the next attempt.
+BUDGET_EXHAUSTED: Final = EventSpec("resilient.retry.budget_exhausted")
+#: Retrying stopped: `resilient.retry.reason` says why (exhausted, deadline, max_duration).
+GAVE_UP: Final = EventSpec("resilient.retry.gave_up")
 
 
 class _OwnBudget:
@@ -360,17 +371,18 @@ class Retry(Policy):
         kwargs: dict[str, Any],
     ) -> tuple[Exception | None, Any]:
         """Run attempt number `call.attempt`, in its own span when recording."""
-        span, token = _start_attempt(self._telemetry, call)
+        record = call.record
+        span, token = _start_attempt(record, call.attempt)
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            _end_attempt(span, token, exc)
+            _end_attempt(record, span, token, exc)
             return exc, None
         except BaseException:
-            _end_attempt(span, token, None)
+            _end_attempt(record, span, token, None)
             self._finish(call, "cancelled")
             raise
-        _end_attempt(span, token, None)
+        _end_attempt(record, span, token, None)
         return None, result
 
     async def _sleep(self, call: _Call, delay: float) -> None:
@@ -436,7 +448,7 @@ class Retry(Policy):
         call.spent_at = now
         record = call.record
         if record is not None:
-            record.event(EVENT_SCHEDULED, {ATTR_ATTEMPT: done + 1, ATTR_DELAY: delay})
+            record.event(SCHEDULED, {ATTR_ATTEMPT: done + 1, ATTR_DELAY: delay})
         return delay
 
     def _give_up(self, call: _Call, outcome: str, error: Exception | None, why: str) -> None:
@@ -444,9 +456,9 @@ class Retry(Policy):
         record = call.record
         if record is not None:
             if outcome == "budget_exhausted":
-                record.event(EVENT_BUDGET, {ATTR_ATTEMPT: done})
+                record.event(BUDGET_EXHAUSTED, {ATTR_ATTEMPT: done})
             else:
-                record.event(EVENT_GAVE_UP, {ATTR_ATTEMPT: done, ATTR_REASON: outcome})
+                record.event(GAVE_UP, {ATTR_ATTEMPT: done, ATTR_REASON: outcome})
         if error is not None:
             plural = "attempt" if done == 1 else "attempts"
             error.add_note(f"resilient: Retry {self.name!r} gave up after {done} {plural}{why}")
@@ -592,7 +604,16 @@ class Attempt:
         ```
     """
 
-    __slots__ = ("_exited", "_has_result", "_iterator", "_result", "_span", "_token", "number")
+    __slots__ = (
+        "_exited",
+        "_has_result",
+        "_iterator",
+        "_record",
+        "_result",
+        "_span",
+        "_token",
+        "number",
+    )
 
     def __init__(self, iterator: AttemptIterator, number: int) -> None:
         self._iterator = iterator
@@ -600,7 +621,8 @@ class Attempt:
         self._has_result = False
         self._result: Any = None
         self._exited = False
-        self._span: Span | None = None
+        self._record: CallRecord | None = None
+        self._span: Any = None
         self._token: object = None
 
     def __repr__(self) -> str:
@@ -619,7 +641,8 @@ class Attempt:
     def __enter__(self) -> Attempt:
         call = self._iterator._call
         if call is not None and call.record is not None:
-            self._span, self._token = _start_attempt(self._iterator._retry._telemetry, call)
+            self._record = call.record
+            self._span, self._token = _start_attempt(call.record, call.attempt)
         return self
 
     def __exit__(
@@ -629,30 +652,25 @@ class Attempt:
         tb: TracebackType | None,
     ) -> bool:
         self._exited = True
-        _end_attempt(self._span, self._token, exc if isinstance(exc, Exception) else None)
-        self._span = self._token = None
+        _end_attempt(
+            self._record, self._span, self._token, exc if isinstance(exc, Exception) else None
+        )
+        self._record = self._span = self._token = None
         return self._iterator._exit(self, exc)
 
 
-def _start_attempt(telemetry: PolicyTelemetry, call: _Call) -> tuple[Span | None, object]:
-    """Open the attempt's span and make it current, so spans of the call nest under it."""
-    record = call.record
+def _start_attempt(record: CallRecord | None, number: int) -> tuple[Any, object]:
+    """Report the attempt and open its span, current while it runs, so that the spans of
+    the call nest under it."""
     if record is None:
         return None, None
-    inst = record.instruments
-    if inst is not None:
-        inst.retry_attempts.add(1, telemetry.attributes)
-    span = telemetry.child(SPAN_ATTEMPT, record.span, **{ATTR_ATTEMPT: call.attempt})
-    if span is None:
-        return None, None
-    return span, otel_context.attach(otel_trace.set_span_in_context(span))
+    attributes = {ATTR_ATTEMPT: number}
+    record.event(ATTEMPT_STARTED, attributes)
+    return record.child(SPAN_ATTEMPT, attributes)
 
 
-def _end_attempt(span: Span | None, token: object, error: Exception | None) -> None:
-    if span is None:
-        return
-    if error is not None:
-        span.set_attribute("error.type", type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__qualname__))
-    otel_context.detach(token)  # type: ignore[arg-type]
-    span.end()
+def _end_attempt(
+    record: CallRecord | None, span: Any, token: object, error: Exception | None
+) -> None:
+    if record is not None:
+        record.end_child(span, token, error)
