@@ -28,7 +28,7 @@ from typing import TypeAlias
 from resilient._validate import short_repr
 from resilient.exceptions import RejectedError
 
-__all__ = ("ExceptionFilter", "On", "exception_filter")
+__all__ = ("Classifier", "On", "exception_filter")
 
 #: What `on=` accepts: an exception type, a tuple of them, or a predicate.
 On: TypeAlias = (
@@ -36,14 +36,14 @@ On: TypeAlias = (
 )
 
 #: The built classifier: True when the policy handles the exception.
-ExceptionFilter: TypeAlias = Callable[[Exception], bool]
+Classifier: TypeAlias = Callable[[Exception], bool]
 
 
 def _is_exception_type(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, Exception)
 
 
-def exception_filter(on: object, *, retry_rejected: bool = True) -> ExceptionFilter:
+def exception_filter(on: object, *, retry_rejected: bool = True) -> Classifier:
     """Validate `on` and build the function that applies it.
 
     Args:
@@ -89,7 +89,7 @@ def _holds_rejection(group: BaseExceptionGroup[BaseException]) -> bool:
 
 def _looking_into_groups(
     matches_one: Callable[[Exception], bool], *, rejection_aware: bool
-) -> ExceptionFilter:
+) -> Classifier:
     """Apply the rule for exception groups on top of `matches_one`.
 
     A group matches when the group itself matches, or when every exception in it matches
@@ -110,14 +110,14 @@ def _looking_into_groups(
     return matches
 
 
-def _isinstance_of(types: tuple[type[BaseException], ...]) -> ExceptionFilter:
+def _isinstance_of(types: tuple[type[BaseException], ...]) -> Classifier:
     def matches(exc: Exception) -> bool:
         return isinstance(exc, types)
 
     return matches
 
 
-def _except_rejected(types: tuple[type[BaseException], ...]) -> ExceptionFilter:
+def _except_rejected(types: tuple[type[BaseException], ...]) -> Classifier:
     def matches(exc: Exception) -> bool:
         return isinstance(exc, types) and not isinstance(exc, RejectedError)
 
@@ -126,7 +126,7 @@ def _except_rejected(types: tuple[type[BaseException], ...]) -> ExceptionFilter:
 
 def _rejected_only_when_named(
     types: tuple[type[BaseException], ...], rejected: tuple[type[BaseException], ...]
-) -> ExceptionFilter:
+) -> Classifier:
     def matches(exc: Exception) -> bool:
         if isinstance(exc, RejectedError):
             return isinstance(exc, rejected)

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
 from resilient._clock import Clock
-from resilient._on import exception_filter
+from resilient._on import On, exception_filter
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
@@ -35,14 +35,9 @@ from resilient.exceptions import CircuitOpenError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
-__all__ = ("CircuitBreaker", "CircuitBreakerMetrics", "ExceptionFilter")
+__all__ = ("CircuitBreaker", "CircuitBreakerMetrics")
 
 T = TypeVar("T")
-
-#: What `on=` accepts: exception types, or a predicate over the exception.
-ExceptionFilter: TypeAlias = (
-    type[Exception] | tuple[type[Exception], ...] | Callable[[BaseException], bool]
-)
 
 ATTR_FROM: Final = "resilient.circuit_breaker.from"
 ATTR_TO: Final = "resilient.circuit_breaker.to"
@@ -217,7 +212,7 @@ class CircuitBreaker(Policy):
         half_open_calls: int = 1,
         slow_call_duration: float | None = None,
         slow_call_ratio: float = 1.0,
-        on: ExceptionFilter = Exception,
+        on: On = Exception,
         on_result: Callable[[Any], bool] | None = None,
         on_state_change: Callable[[CircuitState, CircuitState], object] | None = None,
         store: None = None,

@@ -271,6 +271,7 @@ class Retry(Policy):
         record = self._telemetry.start()
         if record is not None:
             return await self._run_recorded(fn, args, kwargs, record)
+        # The happy path, written out: _start_call without the _Call it would allocate.
         started = self._now()
         budget = self._budget
         if budget is not None:
@@ -302,10 +303,7 @@ class Retry(Policy):
         kwargs: dict[str, Any],
         record: CallRecord,
     ) -> T:
-        call = _Call(self._now(), record)
-        if self._budget is not None:
-            self._budget.record_call(call.started)
-        self._calls += 1
+        call = self._start_call(record)
         error, result = await self._attempt(call, fn, args, kwargs)
         if error is None and not self._retry_result(call, result):
             self._finish(call, "success")
@@ -313,7 +311,25 @@ class Retry(Policy):
             return succeeded
         return await self._retry_after(call, fn, args, kwargs, error, result)
 
-    # -- classification: a predicate that raises ends the call ------------------------------
+    # -- the engine both drivers (the decorator and the block form) use ---------------------
+    #
+    # _start_call (_start_block_call), _retry_error and _retry_result, _plan, _sleep and
+    # _finish: a call begins,
+    # each outcome is judged, the next attempt is planned and slept for, and the call ends.
+    # The block form drives a call through these and nothing else of Retry.
+
+    def _start_call(self, record: CallRecord | None) -> _Call:
+        """Begin one call: count it, and in the budget."""
+        call = _Call(self._now(), record)
+        if self._budget is not None:
+            self._budget.record_call(call.started)
+        self._calls += 1
+        return call
+
+    def _start_block_call(self) -> _Call:
+        """Begin a call of the block form. Its record is detached: a caller may `break` out
+        of the loop, and nothing of the call may stay attached to its context then."""
+        return self._start_call(self._telemetry.start_detached())
 
     def _retry_result(self, call: _Call, result: object) -> bool:
         """True when `on_result` asks to retry `result`. If it raises, the call ends as a
@@ -538,10 +554,7 @@ class AttemptIterator:
         if self._state == _NEW:
             # Detached: a caller may `break` out of the loop, and nothing of this call may
             # stay attached to its context then. Attempt spans name this span as parent.
-            first = self._call = _Call(retry._now(), retry._telemetry.start_detached())
-            if retry._budget is not None:
-                retry._budget.record_call(first.started)
-            retry._calls += 1
+            self._call = retry._start_block_call()
             self._state = _RUNNING
             self._current = Attempt(self, 1)
             return self._current
