@@ -62,14 +62,6 @@ class Policy(ABC):
         """Run one call through the policy: `await policy.call(fn, *args, **kwargs)`."""
         return self._run(fn, args, kwargs)
 
-    def _admit_nowait(self) -> Callable[[], bool] | None:
-        """For a policy with nothing to do once the call has started (a rate limiter): a
-        synchronous `() -> bool` that admits one call when that needs no wait and nothing
-        records telemetry. The decorator then awaits the function itself on that path, one
-        coroutine fewer per call; False sends the call through `_run` as usual, so the
-        function must leave no trace when it returns False."""
-        return None
-
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an `async def`; the decorated function keeps its signature.
 
@@ -78,16 +70,6 @@ class Policy(ABC):
         """
         ensure_async_callable(fn, type(self).__name__)
         run = self._run
-        admit = self._admit_nowait()
-
-        if admit is not None:
-
-            async def admitted(*args: P.args, **kwargs: P.kwargs) -> T:
-                if admit():
-                    return await fn(*args, **kwargs)
-                return await run(fn, args, kwargs)
-
-            return functools.wraps(fn)(admitted)
 
         if _markcoroutinefunction is not None:
 

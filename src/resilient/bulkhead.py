@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import anyio
 
+from resilient._admission import WAIT, AdmissionPolicy
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
-from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -22,7 +20,7 @@ from resilient._validate import (
 )
 from resilient.exceptions import BulkheadFullError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
-from resilient.telemetry._spec import WAIT, Effect, EventSpec, Instrument
+from resilient.telemetry._spec import WAIT_DURATION, Effect, EventSpec, Instrument
 
 __all__ = ("Bulkhead",)
 
@@ -53,7 +51,9 @@ LEFT_QUEUE: Final = EventSpec(
     "resilient.bulkhead.left_queue", span_event=False, effects=(Effect(QUEUED_CALLS, -1),)
 )
 #: A queued call got its slot after `resilient.wait.duration` seconds.
-DEQUEUED: Final = EventSpec("resilient.bulkhead.dequeued", effects=(Effect(WAIT, ATTR_WAIT),))
+DEQUEUED: Final = EventSpec(
+    "resilient.bulkhead.dequeued", effects=(Effect(WAIT_DURATION, ATTR_WAIT),)
+)
 _NO_ATTRIBUTES: Final[dict[str, object]] = {}
 
 
@@ -67,7 +67,59 @@ class _Waiter:
         self.granted = False
 
 
-class Bulkhead(Policy):
+class BulkheadCore:
+    """The slots and the queue of a bulkhead: pure and synchronous, no awaits.
+
+    A released slot is handed straight to the oldest waiter rather than freed, so that a
+    caller arriving between the release and the waiter's wake-up cannot take it (no
+    barging). The async shell parks and wakes the waiters it hands in.
+
+    Examples:
+        >>> core = BulkheadCore(1, max_waiting=1)
+        >>> core.try_acquire(), core.try_acquire()
+        (True, False)
+        >>> core.enqueue("w")
+        >>> core.release()  # the slot goes to the waiter, still taken
+        'w'
+        >>> core.in_flight
+        1
+    """
+
+    __slots__ = ("in_flight", "max_concurrent", "max_waiting", "waiters")
+
+    def __init__(self, max_concurrent: int, *, max_waiting: int) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self.in_flight = 0
+        self.waiters: deque[Any] = deque()
+
+    def try_acquire(self) -> bool:
+        """Take a free slot if there is one."""
+        if self.in_flight < self.max_concurrent:
+            self.in_flight += 1
+            return True
+        return False
+
+    def queue_full(self) -> bool:
+        return len(self.waiters) >= self.max_waiting
+
+    def enqueue(self, waiter: object) -> None:
+        self.waiters.append(waiter)
+
+    def leave(self, waiter: object) -> None:
+        """A waiter gives up its place in the queue (it timed out or was cancelled)."""
+        self.waiters.remove(waiter)
+
+    def release(self) -> Any:
+        """Give a slot back: the waiter it is handed to, or None when it is freed."""
+        waiters = self.waiters
+        if waiters:
+            return waiters.popleft()
+        self.in_flight -= 1
+        return None
+
+
+class Bulkhead(AdmissionPolicy):
     """Let at most `max_concurrent` calls run at once; queue or reject the rest.
 
     Args:
@@ -102,15 +154,16 @@ class Bulkhead(Policy):
 
     __slots__ = (
         "_clock",
-        "_entered",
-        "_in_flight",
+        "_core",
+        "_entries",
         "_telemetry",
-        "_waiters",
         "max_concurrent",
         "max_wait",
         "max_waiting",
         "name",
     )
+
+    _ticketless = True
 
     def __init__(
         self,
@@ -130,11 +183,8 @@ class Bulkhead(Policy):
         self._telemetry = PolicyTelemetry(
             "bulkhead", self.name, enabled=check_bool("telemetry", telemetry)
         )
-        self._in_flight = 0
-        self._waiters: deque[_Waiter] = deque()
-        # Only recorded blocks need per-entry state (their telemetry record); a plain
-        # block is pushed only when it nests inside a recorded one, to keep pops in order.
-        self._entered: TaskLocalStack[CallRecord | None] = TaskLocalStack("Bulkhead")
+        self._core = BulkheadCore(self.max_concurrent, max_waiting=self.max_waiting)
+        self._entries: TaskLocalStack[tuple[Any, CallRecord | None]] = TaskLocalStack("Bulkhead")
 
     def __repr__(self) -> str:
         return (
@@ -145,35 +195,30 @@ class Bulkhead(Policy):
     @property
     def in_flight(self) -> int:
         """How many calls hold a slot right now (running, or handed a slot and resuming)."""
-        return self._in_flight
+        return self._core.in_flight
 
     @property
     def waiting(self) -> int:
         """How many callers are queued for a slot right now."""
-        return len(self._waiters)
+        return len(self._core.waiters)
 
     # -- slots ----------------------------------------------------------------------------
 
     def _release(self) -> None:
-        # Hand the slot straight to the oldest waiter rather than freeing it: a caller
-        # arriving between the release and the waiter's wake-up cannot take it (no barging).
-        waiters = self._waiters
-        if waiters:
-            waiter = waiters.popleft()
+        waiter = self._core.release()
+        if waiter is not None:
             waiter.granted = True
             waiter.event.set()
-        else:
-            self._in_flight -= 1
 
     def _full(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(f"{self.name} is full: {reason}", policy=self.name)
 
     async def _queue(self, record: CallRecord | None) -> None:
         """Wait in line for a slot; return holding one, or raise BulkheadFullError."""
-        waiters = self._waiters
-        if len(waiters) >= self.max_waiting:
+        core = self._core
+        if core.queue_full():
             if self.max_waiting:
-                raise self._full(f"{self.max_concurrent} running and {len(waiters)} queued")
+                raise self._full(f"{self.max_concurrent} running and {len(core.waiters)} queued")
             raise self._full(f"{self.max_concurrent} running and no queue")
         limit = self.max_wait
         left = time_left()
@@ -183,11 +228,11 @@ class Bulkhead(Policy):
             if limit is None or left < limit:
                 limit = left
         waiter = _Waiter()
-        waiters.append(waiter)
+        core.enqueue(waiter)
         started = 0.0
         if record is not None:
             started = self._clock.now()
-            record.event(QUEUED, {ATTR_WAITING: len(waiters)})
+            record.event(QUEUED, {ATTR_WAITING: len(core.waiters)})
         try:
             if limit is None:
                 await waiter.event.wait()
@@ -198,98 +243,47 @@ class Bulkhead(Policy):
             if waiter.granted:
                 self._release()  # cancelled just after being handed a slot: pass it on
             else:
-                waiters.remove(waiter)
+                core.leave(waiter)
             raise
         finally:
             if record is not None:
                 record.event(LEFT_QUEUE, _NO_ATTRIBUTES)
         if not waiter.granted:
-            waiters.remove(waiter)
+            core.leave(waiter)
             raise self._full(f"no slot within {limit:g}s")
         if record is not None:
             record.event(DEQUEUED, {ATTR_WAIT: self._clock.now() - started})
 
-    async def _enter_recorded(self, record: CallRecord) -> None:
-        """Take a slot for a recorded call; on rejection or cancellation end the record."""
-        if self._in_flight < self.max_concurrent:
-            self._in_flight += 1
+    # -- the admission hooks (the shell is resilient._admission) --------------------------
+
+    def _admit(self, record: CallRecord | None) -> Any:
+        core = self._core
+        # BulkheadCore.try_acquire, written out: this runs on every call.
+        if core.in_flight < core.max_concurrent:
+            core.in_flight += 1
         else:
-            try:
-                await self._queue(record)
-            except BulkheadFullError as error:
+            return WAIT
+        if record is not None:
+            record.event(ACQUIRED, _NO_ATTRIBUTES)
+        return None
+
+    async def _wait(self, record: CallRecord | None) -> Any:
+        try:
+            await self._queue(record)
+        except BulkheadFullError as error:
+            if record is not None:
                 record.end("rejected", error)
-                raise
-            except BaseException as exc:
-                record.end(outcome_of(exc), exc)
-                raise
-        record.event(ACQUIRED, _NO_ATTRIBUTES)
-
-    def _exit_recorded(self, record: CallRecord, exc: BaseException | None) -> None:
-        self._release()
-        record.event(RELEASED, _NO_ATTRIBUTES)
-        if exc is None:
-            record.end("success")
-        else:
-            record.end(outcome_of(exc), exc)
-
-    # -- faces ----------------------------------------------------------------------------
-
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        if record is not None:
-            return await self._run_recorded(record, fn, args, kwargs)
-        if self._in_flight < self.max_concurrent:
-            self._in_flight += 1
-        else:
-            await self._queue(None)
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            self._release()
-
-    async def _run_recorded(
-        self,
-        record: CallRecord,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        await self._enter_recorded(record)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit_recorded(record, exc)
             raise
-        self._exit_recorded(record, None)
-        return result
-
-    async def __aenter__(self) -> Bulkhead:
-        record = self._telemetry.start()
+        except BaseException as exc:
+            if record is not None:
+                record.end(outcome_of(exc), exc)
+            raise
         if record is not None:
-            await self._enter_recorded(record)
-            self._entered.push(record)
-            return self
-        if self._in_flight < self.max_concurrent:
-            self._in_flight += 1
-        else:
-            await self._queue(None)
-        if not self._entered.empty():
-            self._entered.push(None)
-        return self
+            record.event(ACQUIRED, _NO_ATTRIBUTES)
+        return None
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        record = None if self._entered.empty() else self._entered.pop()
-        if record is None:
-            self._release()
-        else:
-            self._exit_recorded(record, exc)
+    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+        self._release()
+        if record is not None:
+            record.event(RELEASED, _NO_ATTRIBUTES)
+            record.end("success" if error is None else outcome_of(error), error)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Final, TypeAlias, TypeVar
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
+from resilient._admission import AdmissionPolicy
 from resilient._clock import Clock
 from resilient._on import On, exception_filter
-from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -76,10 +75,6 @@ STATE_ENTERED: Final = EventSpec(
 
 _logger = logging.getLogger("resilient.circuit_breaker")
 
-# What one `async with breaker:` entry keeps until its exit: (ticket, start time, record).
-# A tuple rather than an object: one allocation, no class lookup.
-_Entry: TypeAlias = tuple[int, float, CallRecord | None]
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CircuitBreakerMetrics:
@@ -114,7 +109,7 @@ def _optional_callable(field: str, value: Any) -> Any:
     return value
 
 
-class CircuitBreaker(Policy):
+class CircuitBreaker(AdmissionPolicy):
     """Stop calling a dependency that keeps failing, and probe it until it recovers.
 
     While **closed**, calls run and their outcomes are counted in a window: the last
@@ -185,7 +180,7 @@ class CircuitBreaker(Policy):
 
     __slots__ = (
         "_core",
-        "_entry",
+        "_entries",
         "_is_failure",
         "_now",
         "_on_result",
@@ -266,7 +261,9 @@ class CircuitBreaker(Policy):
             half_open_calls=half_open_calls,
             on_transition=self._transitioned,
         )
-        self._entry: TaskLocalStack[_Entry] = TaskLocalStack("CircuitBreaker")
+        self._entries: TaskLocalStack[tuple[Any, CallRecord | None]] = TaskLocalStack(
+            "CircuitBreaker"
+        )
         self._telemetry = PolicyTelemetry("circuit_breaker", self.name, enabled=telemetry)
         self._state_attrs = {s: {ATTR_STATE: s.value} for s in CircuitState}
         self._transition_attrs: dict[tuple[CircuitState, CircuitState], dict[str, str]] = {}
@@ -351,55 +348,46 @@ class CircuitBreaker(Policy):
 
     # -- the engine --------------------------------------------------------------------
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        core = self._core
-        ticket = core.epoch if core.state is CLOSED else self._admit(record)
-        started = 0.0 if self._slow_after is None else self._now()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle_error(ticket, started, exc, record)
-            raise
-        if self._plain:
-            core.record_success(ticket, self._now())
-            if record is not None:
-                record.end("success")
-        else:
-            self._settle_result(ticket, started, result, record)
-        return result
+    # A ticket is the breaker's epoch when the call was admitted, so that a call that ends
+    # after the state moved on is not counted against a state it never belonged to; with
+    # slow-call detection it is (epoch, start time).
 
-    async def __aenter__(self) -> CircuitBreaker:
-        record = self._telemetry.start()
+    def _admit(self, record: CallRecord | None) -> Any:
         core = self._core
-        ticket = core.epoch if core.state is CLOSED else self._admit(record)
-        started = 0.0 if self._slow_after is None else self._now()
-        self._entry.push((ticket, started, record))
-        return self
+        epoch = core.epoch if core.state is CLOSED else self._admit_outside_closed(record)
+        return epoch if self._slow_after is None else (epoch, self._now())
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ticket, started, record = self._entry.pop()
-        if exc is not None:
-            self._settle_error(ticket, started, exc, record)
+    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+        if error is not None:
+            self._settle_error(ticket, error, record)
         elif self._slow_after is None:
             self._core.record_success(ticket, self._now())
             if record is not None:
                 record.end("success")
         else:
-            self._settle(ticket, started, False, record)
+            self._count(ticket, False, record)
 
-    def _admit(self, record: CallRecord | None) -> int:
-        """Admission outside the closed state: a ticket, or raise `CircuitOpenError`."""
+    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> None:
+        if self._plain:
+            self._core.record_success(ticket, self._now())
+            if record is not None:
+                record.end("success")
+            return
+        on_result = self._on_result
+        failed = False
+        if on_result is not None:
+            try:
+                failed = bool(on_result(result))
+            except BaseException as exc:
+                # The result could not be classified: count nothing, free any probe slot.
+                self._core.release(_epoch(ticket))
+                if record is not None:
+                    record.end("failure", exc)
+                raise
+        self._count(ticket, failed, record)
+
+    def _admit_outside_closed(self, record: CallRecord | None) -> int:
+        """Admission outside the closed state: an epoch, or raise `CircuitOpenError`."""
         now = self._now()
         core = self._core
         ticket = core.admit(now)
@@ -420,53 +408,40 @@ class CircuitBreaker(Policy):
             record.end("rejected", error)
         raise error
 
-    def _settle(self, ticket: int, started: float, failed: bool, record: CallRecord | None) -> None:
+    def _count(
+        self,
+        ticket: Any,
+        failed: bool,
+        record: CallRecord | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Count the call in the window (as failed or not, and slow or not); a call that
+        raised ends its record as a failure even when `on` does not count it as one."""
         now = self._now()
-        slow_after = self._slow_after
-        slow = slow_after is not None and now - started >= slow_after
-        self._core.record(ticket, now, failed, slow)
+        if self._slow_after is None:
+            self._core.record(ticket, now, failed, False)
+        else:
+            epoch, started = ticket
+            self._core.record(epoch, now, failed, now - started >= self._slow_after)
         if record is not None:
-            record.end("failure" if failed else "success")
+            record.end("failure" if failed or error is not None else "success", error)
 
-    def _settle_result(
-        self, ticket: int, started: float, result: object, record: CallRecord | None
-    ) -> None:
-        on_result = self._on_result
-        failed = False
-        if on_result is not None:
-            try:
-                failed = bool(on_result(result))
-            except BaseException as exc:
-                # The result could not be classified: count nothing, free any probe slot.
-                self._core.release(ticket)
-                if record is not None:
-                    record.end("failure", exc)
-                raise
-        self._settle(ticket, started, failed, record)
-
-    def _settle_error(
-        self, ticket: int, started: float, exc: BaseException, record: CallRecord | None
-    ) -> None:
+    def _settle_error(self, ticket: Any, exc: BaseException, record: CallRecord | None) -> None:
         if not isinstance(exc, Exception):
             # Cancellation (or KeyboardInterrupt, SystemExit, ...) says nothing about the
             # dependency: count nothing, free any probe slot.
-            self._core.release(ticket)
+            self._core.release(_epoch(ticket))
             if record is not None:
                 record.end("cancelled", exc)
             return
         try:
             failed = self._is_failure(exc)
         except BaseException:
-            self._core.release(ticket)
+            self._core.release(_epoch(ticket))
             if record is not None:
                 record.end("failure", exc)
             raise
-        now = self._now()
-        slow_after = self._slow_after
-        slow = slow_after is not None and now - started >= slow_after
-        self._core.record(ticket, now, failed, slow)
-        if record is not None:
-            record.end("failure", exc)
+        self._count(ticket, failed, record, exc)
 
     # -- telemetry ---------------------------------------------------------------------
 
@@ -500,3 +475,8 @@ class CircuitBreaker(Policy):
             telemetry.emit(STATE_LEFT, self._state_attrs[previous])
         telemetry.emit(STATE_ENTERED, self._state_attrs[state])
         self._reported_state = state
+
+
+def _epoch(ticket: Any) -> int:
+    """The epoch a ticket was admitted in."""
+    return ticket if isinstance(ticket, int) else int(ticket[0])

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
-from types import TracebackType
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import anyio
 
+from resilient._admission import WAIT, AdmissionPolicy
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
-from resilient._policy import Policy
+from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
     check_clock,
@@ -24,7 +24,7 @@ from resilient._validate import (
 from resilient.exceptions import RateLimitedError
 from resilient.storage import Decision, MemoryStore, Store, SyncStore
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
-from resilient.telemetry._spec import WAIT, Effect, EventSpec, Instrument
+from resilient.telemetry._spec import WAIT_DURATION, Effect, EventSpec, Instrument
 
 __all__ = ("RateLimiter",)
 
@@ -52,7 +52,9 @@ DECIDED: Final = EventSpec(
     effects=(Effect(DECISIONS, 1, ((ATTR_DECISION, ATTR_DECISION),)),),
 )
 #: An admitted call waits `resilient.wait.duration` seconds for its reserved permit.
-DELAYED_CALL: Final = EventSpec("resilient.rate_limit.delayed", effects=(Effect(WAIT, ATTR_WAIT),))
+DELAYED_CALL: Final = EventSpec(
+    "resilient.rate_limit.delayed", effects=(Effect(WAIT_DURATION, ATTR_WAIT),)
+)
 #: Built once: the attributes of each decision.
 _DECISION_ATTRS: Final = {d: {ATTR_DECISION: d} for d in (ALLOWED, DELAYED, REJECTED)}
 
@@ -70,7 +72,7 @@ def _check_key(field: str, key: Any) -> str:
     return key
 
 
-class RateLimiter(Policy):
+class RateLimiter(AdmissionPolicy):
     """Admit at most `rate` permits every `per` seconds, with bursts of up to `burst`.
 
     A token bucket, kept as GCRA (one timestamp per key): the bucket holds `burst`
@@ -123,6 +125,7 @@ class RateLimiter(Policy):
         "_clock",
         "_default_key",
         "_emission_interval",
+        "_entries",
         "_nowait",
         "_prefix",
         "_refund_nowait",
@@ -135,6 +138,9 @@ class RateLimiter(Policy):
         "per",
         "rate",
     )
+
+    _ticketless = True
+    _settles_unrecorded = False
 
     def __init__(
         self,
@@ -200,6 +206,7 @@ class RateLimiter(Policy):
         else:
             self._nowait = None
             self._refund_nowait = None
+        self._entries: TaskLocalStack[tuple[Any, CallRecord | None]] = TaskLocalStack("RateLimiter")
         self._telemetry = PolicyTelemetry(
             "rate_limit", self.name, enabled=check_bool("telemetry", telemetry)
         )
@@ -248,27 +255,20 @@ class RateLimiter(Policy):
             retry_after=retry_after,
         )
 
-    async def _admit(self, key: str, cost: int, record: CallRecord | None) -> None:
-        """Take `cost` permits on `key`, waiting if allowed to; raise RateLimitedError."""
-        nowait = self._nowait
-        if nowait is None:
-            await self._admit_slow(key, cost, None, record)
-            return
-        needed = nowait(key, cost * self._emission_interval, self._capacity)
-        if needed:
-            await self._admit_slow(key, cost, needed, record)
-        elif record is not None:
-            self._count(record, ALLOWED)
-
-    async def _admit_slow(
-        self, key: str, cost: int, needed: float | None, record: CallRecord | None
-    ) -> None:
-        # `needed` is the memory store's answer to "admit now?": the seconds to wait, or None
-        # when the store has not been asked yet.
+    def _wait_limit(self) -> float:
+        """How long a caller may wait now: `max_wait`, or less before the enclosing deadline."""
         limit = self.max_wait
         left = time_left()
         if left is not None and left < limit:
             limit = left
+        return limit
+
+    async def _admit_slow(
+        self, key: str, cost: int, needed: float | None, record: CallRecord | None
+    ) -> None:
+        # `needed` is the synchronous store's answer to "admit now?": the seconds to wait, or
+        # None when the store has not been asked yet.
+        limit = self._wait_limit()
         if needed is not None and limit <= 0:
             raise self._rejected(needed, cost, record)
         decision = await self._store.acquire(
@@ -341,17 +341,20 @@ class RateLimiter(Policy):
         if cost != 1 or type(cost) is not int:
             cost = self._check_cost(cost)
         record = self._telemetry.start()
+        nowait = self._nowait
+        needed = None
+        if nowait is not None:
+            needed = nowait(store_key, cost * self._emission_interval, self._capacity)
+            if not needed:
+                if record is not None:
+                    self._count(record, ALLOWED)
+                    record.end("success")
+                return
         if record is None:
-            nowait = self._nowait
-            if nowait is None:
-                await self._admit_slow(store_key, cost, None, None)
-            else:
-                needed = nowait(store_key, cost * self._emission_interval, self._capacity)
-                if needed:
-                    await self._admit_slow(store_key, cost, needed, None)
+            await self._admit_slow(store_key, cost, needed, None)
             return
         try:
-            await self._admit(store_key, cost, record)
+            await self._admit_slow(store_key, cost, needed, record)
         except RateLimitedError as error:
             record.end(REJECTED, error)
             raise
@@ -378,70 +381,37 @@ class RateLimiter(Policy):
             store_key, emission_interval=self._emission_interval, burst=self.burst
         )
 
-    def _admit_nowait(self) -> Callable[[], bool] | None:
+    # -- the admission hooks (the shell is resilient._admission) --------------------------
+
+    def _admit(self, record: CallRecord | None) -> Any:
         nowait = self._nowait
         if nowait is None:
+            return WAIT
+        needed = nowait(self._default_key, self._emission_interval, self._capacity)
+        if not needed:
+            if record is not None:
+                self._count(record, ALLOWED)
             return None
-        key, increment, capacity = self._default_key, self._emission_interval, self._capacity
-        quiet = self._telemetry.quiet
+        if self._wait_limit() <= 0:
+            error = self._rejected(needed, 1, record)
+            if record is not None:
+                record.end(REJECTED, error)
+            raise error
+        return WAIT
 
-        def admit() -> bool:
-            # 0.0 means the permit was taken; anything else changed nothing, and _run then
-            # decides again (waiting, rejecting, recording).
-            return quiet() and not nowait(key, increment, capacity)
-
-        return admit
-
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        if record is not None:
-            return await self._run_recorded(record, fn, args, kwargs)
-        nowait = self._nowait
-        if nowait is None:
-            await self._admit_slow(self._default_key, 1, None, None)
-        else:
-            needed = nowait(self._default_key, self._emission_interval, self._capacity)
-            if needed:
-                await self._admit_slow(self._default_key, 1, needed, None)
-        return await fn(*args, **kwargs)
-
-    async def _run_recorded(
-        self,
-        record: CallRecord,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
+    async def _wait(self, record: CallRecord | None) -> Any:
         try:
-            await self._admit(self._default_key, 1, record)
+            await self._admit_slow(self._default_key, 1, None, record)
         except RateLimitedError as error:
-            record.end(REJECTED, error)
+            if record is not None:
+                record.end(REJECTED, error)
             raise
         except BaseException as exc:
-            record.end(outcome_of(exc), exc)
+            if record is not None:
+                record.end(outcome_of(exc), exc)
             raise
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            record.end(outcome_of(exc), exc)
-            raise
-        record.end("success")
-        return result
-
-    async def __aenter__(self) -> RateLimiter:
-        """Take one permit from the default bucket; the block then runs unhindered."""
-        await self.acquire()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         return None
+
+    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+        if record is not None:
+            record.end("success" if error is None else outcome_of(error), error)

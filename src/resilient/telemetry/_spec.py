@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ("CALLS", "DURATION", "WAIT", "Effect", "EventSpec", "Instrument")
+__all__ = ("CALLS", "DURATION", "WAIT_DURATION", "Effect", "EventSpec", "Instrument")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ DURATION = Instrument(
     "Time spent in a policy, including waits and retries.",
 )
 #: Time a call waited for a slot or permit (bulkheads and rate limiters).
-WAIT = Instrument(
+WAIT_DURATION = Instrument(
     "resilient.wait.duration",
     "histogram",
     "s",
