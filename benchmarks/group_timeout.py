@@ -112,7 +112,7 @@ GROUP = Group(
             OURS_WITH,
             PEER_BLOCKS,
             1.0,
-            "async with Timeout <= 1.0x the fastest peer `async with`",
+            "async with Timeout <= 1.0x the fastest peer block",
             fastest=True,
         ),
         Goal(OURS_WITH, (OURS_DECORATOR,), 1.0, "async with Timeout <= 1.0x Timeout decorator"),
