@@ -1,4 +1,4 @@
-"""Group 7, Pipeline: the five-policy resilient stack against the best peer for each stage,
+"""Group 8, Pipeline: the five-policy resilient stack against the best peer for each stage,
 both as the sum of their separate added costs and as an actual nested stack."""
 
 from __future__ import annotations

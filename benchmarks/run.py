@@ -52,6 +52,7 @@ GROUPS: dict[str, str] = {
     "circuit_breaker": "group_circuit_breaker",
     "bulkhead": "group_bulkhead",
     "rate_limit": "group_rate_limit",
+    "fallback": "group_fallback",
     "pipeline": "group_pipeline",
     "throughput": "group_throughput",
 }
