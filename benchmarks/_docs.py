@@ -101,8 +101,8 @@ contract requires.
 ## Running it
 
 ```bash
-make bench                                     # installs the peers, runs every group (~3 min)
-make bench BENCH_ARGS="--processes 3"          # each group in 3 fresh processes (~6 min)
+make bench                                     # installs the peers, runs every group (~2 min)
+make bench BENCH_ARGS="--processes 3"          # each group in 3 fresh processes (~4 min)
 make bench BENCH_ARGS="--only retry,timeout"   # some groups only
 make bench BENCH_ARGS="--quick"                # a few seconds, rough numbers
 make bench BENCH_ARGS="--write-docs"           # rewrite this page with the new tables

@@ -39,6 +39,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 __all__ = (
@@ -320,8 +321,14 @@ def format_ns(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
 
 
-def format_ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}x"
+def format_ratio(value: float | None, bound: float | None = None) -> str:
+    """Two decimals, or three when two would round the ratio onto its goal's `bound`: a
+    "1.00x" marked as missed reads as a mistake."""
+    if value is None:
+        return "—"
+    if bound is not None and f"{value:.2f}" == f"{bound:.2f}":
+        return f"{value:.3f}x"
+    return f"{value:.2f}x"
 
 
 def format_met(met: bool | None) -> str:
@@ -423,7 +430,11 @@ def _goal_detail(goal: Goal, chosen: Sequence[str | None], known: set[str]) -> s
             parts.append(f"fastest: {picked[0]}")
         else:
             parts.append(
-                "fastest: " + ", ".join(f"{name} ({count}x)" for name, count in counts.items())
+                "fastest: "
+                + ", ".join(
+                    f"{name} (in {count} of {len(picked)} processes)"
+                    for name, count in counts.items()
+                )
             )
     missing = [name for name in (goal.case, *goal.versus) if name not in known]
     if missing:
@@ -482,7 +493,7 @@ def summarise(group: Group, runs: Sequence[Measurement]) -> GroupResult:
                 if several
                 else format_ns(runs[0].stats[name].spread_ns),
                 "—" if is_base else format_ns(_median([f.added.get(name) for f in per_run])),
-                format_ratio(r),
+                format_ratio(r, None if goal is None else goal.max_ratio),
                 "" if goal is None else f"<= {goal.max_ratio:g}x",
                 "" if goal is None else format_met(None if r is None else r <= goal.max_ratio),
             ]
@@ -506,9 +517,11 @@ def summarise(group: Group, runs: Sequence[Measurement]) -> GroupResult:
         )
         goal_results.append(result)
         if goal.case not in shown or shown[goal.case] is not goal:
-            line = f"goal: {goal.label}: {format_ratio(result.ratio)}, {format_met(result.met)}"
+            shown_ratio = format_ratio(result.ratio, goal.max_ratio)
+            line = f"goal: {goal.label}: {shown_ratio}, {format_met(result.met)}"
             if several:
-                line += f" (range {format_range(values, format_ratio)})"
+                shown_range = format_range(values, partial(format_ratio, bound=goal.max_ratio))
+                line += f" (range {shown_range})"
             if result.detail:
                 line += f"; {result.detail}"
             notes.append(line)

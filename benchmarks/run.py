@@ -30,6 +30,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from _harness import (
@@ -141,9 +142,10 @@ def render_summary(goals: Sequence[GoalResult]) -> str:
                 verdict += f", met in {agree} of {len(goal.per_process)} processes"
         if goal.detail:
             verdict += f" ({goal.detail})"
-        row = [goal.group, goal.label, format_ratio(goal.ratio)]
+        row = [goal.group, goal.label, format_ratio(goal.ratio, goal.max_ratio)]
         if several:
-            row.append(format_range(goal.per_process, format_ratio) if goal.per_process else "")
+            shown = partial(format_ratio, bound=goal.max_ratio)
+            row.append(format_range(goal.per_process, shown) if goal.per_process else "")
         rows.append([*row, verdict])
     met = sum(goal.met is True for goal in goals)
     missed = sum(goal.met is False for goal in goals)
