@@ -17,16 +17,35 @@ same job, and check the goals the project set itself.
 - **A tight loop.** A case performs `await f()` (or `async with limiter: await f()`, ...)
   `N` times in a row, where `f` is a trivial `async def` that returns a value. `N` is scaled
   so that one sample takes about 50 ms (between 1,000 and 100,000 calls), after a warm-up.
-- **Interleaved rounds.** {rounds} rounds; in each, every case takes one sample, in an order
-  rotated from round to round, so that drift on the machine (another job, CPU frequency)
-  touches every case alike. The garbage collector runs before each round and is off during it.
+- **Shuffled rounds.** {rounds} rounds; in each, every case takes one sample, in an order
+  shuffled afresh each round by a seeded generator, so that drift on the machine (another
+  job, CPU frequency) touches every case alike and no case always runs right after the same
+  neighbour (whose garbage or pending timers it would inherit). The seed is printed with the
+  report, and `--seed` repeats a run's order. The garbage collector runs before each round
+  and is off during it.
 - **Median and added cost.** A case's time per call is the median over the rounds (± is the
-  median absolute deviation). Its *added cost* is that median minus the bare `await f()`
-  measured in the same rounds: what the policy itself costs.
+  median absolute deviation). Its *added cost* is that median minus the median of its
+  baseline, measured in the same rounds: the bare `await f()`, or for a call that fails
+  every time (the fallback group), the same failing call caught by a hand-written
+  `try`/`except`. What is left is what the policy itself costs.
 - **Ratios, in one run.** Goals compare our added cost with a peer's added cost measured in
   the same run: `ratio = ours / peer`. The machines these run on are shared and noisy;
   absolute nanoseconds move by a factor of two from one run to the next, while two cases
   measured side by side move together. Nothing here asserts an absolute time.
+- **The fastest peer, face by face.** Some goals compare a face of ours with the fastest of
+  the peers offering the same face, chosen in the same run: our decorator with the peers'
+  decorators, our `async with` with their block forms (`async with`, or a plain `with`
+  around the await), `RateLimiter.acquire()` with their calls that take a permit. The report
+  names the peer that was fastest. A peer without that face is no candidate for it (a
+  semaphore has no decorator), and the group's description says which faces are missing.
+- **Several processes.** `--processes N` measures each group in N fresh interpreters, one
+  after the other, with seeds `seed`, `seed + 1`, ... Every figure (time per call, added
+  cost, ratio) is computed inside each process; the report keeps the median over the
+  processes and shows the lowest and the highest beside it, and a goal whose verdict is not
+  the same in every process says in how many it was met. What one process gets wrong for
+  its whole run (its memory layout, a neighbour busy for a minute) is outvoted by the others,
+  so a verdict near 1.0x should be read from a run with `--processes 3`. The telemetry parts
+  and the throughput check run once, whatever N is.
 - **Telemetry in subprocesses.** OpenTelemetry's global tracer provider can be set only once
   per process, so the two telemetry parts (no SDK; SDK with a span processor that does
   nothing) each run in an interpreter of their own. The no-SDK part compares time per call
@@ -39,9 +58,11 @@ same job, and check the goals the project set itself.
 Peers are used with their defaults and in their documented form: tenacity, stamina and
 backoff as decorators; pybreaker through `with breaker.calling():` (its `call_async` needs
 tornado); purgatory through `async with await factory.get_breaker(name)`, as its README
-shows; limits with its asyncio fixed-window strategy over its memory storage; pyrate-limiter
-with its default in-memory bucket and `try_acquire(blocking=False)`; rate limiters are set to
-a billion permits per second so that a permit is always there.
+shows, and with the breaker fetched once and held in a variable; limits with its asyncio
+fixed-window strategy over its memory storage; pyrate-limiter with its default in-memory
+bucket and `try_acquire(blocking=False)`; nopanic's policies as decorators, through
+`async with policy.guard()` for their block forms, and stacked with `compose(...)`; rate
+limiters are set to a billion permits per second so that a permit is always there.
 
 A case whose import fails (a peer that is not installed, a policy not yet written) is skipped
 and named under its table; the rest of the group still runs.
@@ -51,13 +72,17 @@ and named under its table; the rest of the group still runs.
 | group | goal |
 |---|---|
 | Retry | `Retry()` decorator adds at most 0.25x what backoff's `@on_exception` adds |
+| Retry | `Retry()` decorator, with its default budget, adds at most 1.0x what nopanic's `@retry()` adds |
 | Timeout | `Timeout` (decorator and `async with`) adds at most 1.0x what `asyncio.timeout` adds |
 | Telemetry, no SDK | telemetry on is at most 5 % slower per call than `telemetry=False` |
 | Telemetry, SDK | our cost per span is at most 1.2x the SDK's own bare span |
 | CircuitBreaker | closed breaker adds at most 1.0x what purgatory's `async with` adds |
 | Bulkhead | adds at most 1.2x what `async with asyncio.Semaphore` adds |
 | RateLimiter | `acquire()` and the decorator add at most 0.5x what aiolimiter adds |
-| Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore` |
+| Timeout, CircuitBreaker, Bulkhead, RateLimiter | the decorator and `async with` each add at most 1.0x what the fastest peer's same face adds (and `RateLimiter.acquire()` at most 1.0x the fastest peer's permit call) |
+| Timeout, CircuitBreaker, Bulkhead, RateLimiter | `async with` adds at most 1.0x what the same policy's decorator adds |
+| Fallback | `Fallback(value=...)` decorator adds at most 1.0x what nopanic's `@fallback(...)` adds, on a call that succeeds and on one that fails |
+| Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore`, 0.5x the same peers nested, and 0.5x nopanic's `compose` of its own five |
 
 ### Where the per-span goal stands
 
@@ -77,13 +102,14 @@ contract requires.
 
 ```bash
 make bench                                     # installs the peers, runs every group (~2 min)
+make bench BENCH_ARGS="--processes 3"          # each group in 3 fresh processes (~4 min)
 make bench BENCH_ARGS="--only retry,timeout"   # some groups only
 make bench BENCH_ARGS="--quick"                # a few seconds, rough numbers
 make bench BENCH_ARGS="--write-docs"           # rewrite this page with the new tables
 ```
 
 The groups are `retry`, `timeout`, `telemetry`, `circuit_breaker`, `bulkhead`, `rate_limit`,
-`pipeline` and `throughput`; each lives in `benchmarks/group_<name>.py`, and the measuring
+`fallback`, `pipeline` and `throughput`; each lives in `benchmarks/group_<name>.py`, and the measuring
 loop in `benchmarks/_harness.py`. The exit status is non-zero only when something broke (a
 hang, a crashed group), never because a goal was missed: on a busy machine, run it again.
 """

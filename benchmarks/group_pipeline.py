@@ -1,5 +1,6 @@
-"""Group 7, Pipeline: the five-policy resilient stack against the best peer for each stage,
-both as the sum of their separate added costs and as an actual nested stack."""
+"""Group 8, Pipeline: the five-policy resilient stack against the best peer for each stage,
+both as the sum of their separate added costs and as an actual nested stack, and against
+nopanic's `compose` of its own five policies."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ BACKOFF = "backoff decorator"
 PURGATORY = "purgatory `async with`"
 SEMAPHORE = "asyncio.Semaphore(10)"
 NESTED = "nested peer stack (all five)"
+NOPANIC = "nopanic compose(rate_limit, timeout, retry, circuit_breaker, bulkhead)"
 OURS = "Pipeline(RateLimiter, Timeout, Retry, CircuitBreaker, Bulkhead) decorator"
 PEERS = (AIOLIMITER, ASYNCIO_TIMEOUT, BACKOFF, PURGATORY, SEMAPHORE)
 
@@ -49,6 +51,13 @@ async def _nested() -> Runner:
     return run
 
 
+def _nopanic() -> Runner:
+    from nopanic import bulkhead, circuit_breaker, compose, rate_limit, retry, timeout
+
+    stack = compose(rate_limit(RATE), timeout(10), retry(), circuit_breaker(), bulkhead(10))
+    return calls(stack(bare))
+
+
 def _ours() -> Runner:
     from resilient import Bulkhead, CircuitBreaker, Pipeline, RateLimiter, Retry, Timeout
 
@@ -61,7 +70,8 @@ GROUP = Group(
     title="Pipeline",
     intro="The standard stack, outermost first: rate limiter, timeout, retry, circuit breaker, "
     "bulkhead, against the peer chosen for each stage in the groups above, measured one by one "
-    "(their added costs summed) and nested in the same order.",
+    "(their added costs summed) and nested in the same order; and nopanic's `compose` of its "
+    "own five policies, in the same order and with their defaults.",
     cases=[
         Case(BARE, lambda: calls(bare)),
         Case(AIOLIMITER, _aiolimiter),
@@ -70,6 +80,7 @@ GROUP = Group(
         Case(PURGATORY, _purgatory),
         Case(SEMAPHORE, _semaphore),
         Case(NESTED, _nested),
+        Case(NOPANIC, _nopanic),
         Case(OURS, _ours, ours=True),
     ],
     reference=PEERS,
@@ -77,5 +88,6 @@ GROUP = Group(
     goals=[
         Goal(OURS, PEERS, 0.5, "Pipeline <= 0.5x sum of the five peers"),
         Goal(OURS, (NESTED,), 0.5, "Pipeline <= 0.5x nested peer stack"),
+        Goal(OURS, (NOPANIC,), 0.5, "Pipeline <= 0.5x nopanic compose of the same five"),
     ],
 )

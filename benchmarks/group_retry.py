@@ -1,4 +1,5 @@
-"""Group 1, Retry: resilient.Retry against tenacity, stamina and backoff, first call succeeding."""
+"""Group 1, Retry: resilient.Retry against tenacity, stamina, backoff and nopanic, first call
+succeeding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from _harness import BARE, Case, Goal, Group, Runner, bare, calls
 TENACITY = "tenacity @retry(stop=stop_after_attempt(3))"
 STAMINA = "stamina @retry(on=Exception, attempts=3)"
 BACKOFF = "backoff @on_exception(expo, Exception, max_tries=3)"
+NOPANIC = "nopanic @retry() (3 attempts)"
 OURS_DECORATOR = "Retry() decorator"
 OURS_CALL = "retry.call(f)"
 OURS_NO_BUDGET = "Retry(budget=None) decorator"
@@ -28,6 +30,12 @@ def _backoff() -> Runner:
     import backoff
 
     return calls(backoff.on_exception(backoff.expo, Exception, max_tries=3)(bare))
+
+
+def _nopanic() -> Runner:
+    from nopanic import retry
+
+    return calls(retry()(bare))
 
 
 def _ours_decorator() -> Runner:
@@ -59,17 +67,27 @@ GROUP = Group(
     key="retry",
     title="Retry",
     intro="Three attempts at most, the first one succeeds; every library with its defaults "
-    "otherwise (resilient's `Retry()` keeps its default retry budget, which counts each call).",
+    "otherwise (resilient's `Retry()` keeps its default retry budget, which counts each call; "
+    "nopanic's `retry()` has no budget unless given one).",
     cases=[
         Case(BARE, lambda: calls(bare)),
         Case(TENACITY, _tenacity),
         Case(STAMINA, _stamina),
         Case(BACKOFF, _backoff),
+        Case(NOPANIC, _nopanic),
         Case(OURS_DECORATOR, _ours_decorator, ours=True),
         Case(OURS_CALL, _ours_call, ours=True),
         Case(OURS_NO_BUDGET, _ours_no_budget, ours=True),
     ],
     reference=(BACKOFF,),
     reference_label="backoff",
-    goals=[Goal(OURS_DECORATOR, (BACKOFF,), 0.25, "Retry decorator <= 0.25x backoff")],
+    goals=[
+        Goal(OURS_DECORATOR, (BACKOFF,), 0.25, "Retry decorator <= 0.25x backoff"),
+        Goal(
+            OURS_DECORATOR,
+            (NOPANIC,),
+            1.0,
+            "`Retry()` (default budget) decorator <= 1.0x nopanic retry",
+        ),
+    ],
 )

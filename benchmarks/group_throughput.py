@@ -1,4 +1,4 @@
-"""Group 8, throughput: 1,000 concurrent tasks x 10 calls each through one shared Pipeline.
+"""Group 9, throughput: 1,000 concurrent tasks x 10 calls each through one shared Pipeline.
 
 The call yields to the loop once (`await asyncio.sleep(0)`), so all tasks really are inside
 the policies at the same time. This is foremost a hang check: every run must finish within

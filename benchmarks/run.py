@@ -5,6 +5,8 @@ Usage (from the repository root; `make bench` installs the peers and runs this):
     python benchmarks/run.py                      # every group, full length (~2-3 minutes)
     python benchmarks/run.py --quick              # a short run, for smoke tests
     python benchmarks/run.py --only timeout,retry # some groups only
+    python benchmarks/run.py --processes 3        # each group in 3 fresh processes, combined
+    python benchmarks/run.py --seed 1234          # repeat a run's round order
     python benchmarks/run.py --write-docs         # also rewrite docs/performance.md
 
 A case whose import fails (a peer not installed, a policy that has not landed yet) is
@@ -16,17 +18,31 @@ a crashed group).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib
+import json
 import os
 import platform
+import random
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
-from _harness import GoalResult, GroupResult, Settings, format_met, format_ratio, markdown_table
+from _harness import (
+    GoalResult,
+    GroupResult,
+    Measurement,
+    Settings,
+    format_met,
+    format_range,
+    format_ratio,
+    markdown_table,
+)
 
 # Order of the report. Each module has either GROUP (a standard `_harness.Group`) or a
 # `run(settings)` of its own (subprocesses, throughput) returning one result or several.
@@ -37,6 +53,7 @@ GROUPS: dict[str, str] = {
     "circuit_breaker": "group_circuit_breaker",
     "bulkhead": "group_bulkhead",
     "rate_limit": "group_rate_limit",
+    "fallback": "group_fallback",
     "pipeline": "group_pipeline",
     "throughput": "group_throughput",
 }
@@ -45,15 +62,61 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 
 
-def _runner_for(key: str) -> Callable[[Settings], GroupResult | list[GroupResult]]:
+# A child measures one standard group and prints its Measurement as JSON; it gets this long.
+CHILD_TIMEOUT_S = 900
+
+
+def _runner_for(key: str, processes: int) -> Callable[[Settings], GroupResult | list[GroupResult]]:
     module = importlib.import_module(GROUPS[key])
     run = getattr(module, "run", None)
     if run is not None:
-        return run  # type: ignore[no-any-return]
-    from _harness import run_group
+        if processes == 1:
+            return run  # type: ignore[no-any-return]
+
+        def run_once(settings: Settings) -> GroupResult | list[GroupResult]:
+            # Telemetry already runs each part in a subprocess of its own, and throughput
+            # is a hang check, not a ratio: both run once whatever --processes says.
+            result = run(settings)
+            for part in result if isinstance(result, list) else [result]:
+                part.notes.append("measured once: --processes applies to the standard groups")
+            return result  # type: ignore[no-any-return]
+
+        return run_once
+    from _harness import measure_group, summarise
 
     group = module.GROUP
-    return lambda settings: run_group(group, settings)
+    if processes == 1:
+        return lambda settings: summarise(group, [measure_group(group, settings)])
+    return lambda settings: summarise(
+        group,
+        [
+            _measure_in_child(key, dataclasses.replace(settings, seed=settings.seed + index))
+            for index in range(processes)
+        ],
+    )
+
+
+def _measure_in_child(key: str, settings: Settings) -> Measurement:
+    """Measure one standard group in a fresh interpreter (see `--child`)."""
+    settings_json = json.dumps(dataclasses.asdict(settings))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", key, "--settings", settings_json],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"group {key} exited {proc.returncode} in a child:\n{proc.stderr}")
+    return Measurement.from_json(proc.stdout)
+
+
+def _child(key: str, settings_json: str) -> int:
+    from _harness import measure_group
+
+    settings = Settings(**json.loads(settings_json))
+    print(measure_group(importlib.import_module(GROUPS[key]).GROUP, settings).to_json())
+    return 0
 
 
 def render_group(result: GroupResult) -> str:
@@ -69,24 +132,37 @@ def render_group(result: GroupResult) -> str:
 
 
 def render_summary(goals: Sequence[GoalResult]) -> str:
+    several = any(goal.per_process for goal in goals)
     rows = []
     for goal in goals:
         verdict = format_met(goal.met)
+        if goal.per_process:
+            agree = sum(r is not None and r <= goal.max_ratio for r in goal.per_process)
+            if 0 < agree < len(goal.per_process):
+                verdict += f", met in {agree} of {len(goal.per_process)} processes"
         if goal.detail:
             verdict += f" ({goal.detail})"
-        rows.append([goal.group, goal.label, format_ratio(goal.ratio), verdict])
+        row = [goal.group, goal.label, format_ratio(goal.ratio, goal.max_ratio)]
+        if several:
+            shown = partial(format_ratio, bound=goal.max_ratio)
+            row.append(format_range(goal.per_process, shown) if goal.per_process else "")
+        rows.append([*row, verdict])
     met = sum(goal.met is True for goal in goals)
     missed = sum(goal.met is False for goal in goals)
     unknown = sum(goal.met is None for goal in goals)
-    table = markdown_table(["group", "goal", "ratio", "met?"], rows)
+    headers = ["group", "goal", "ratio", "met?"]
+    if several:
+        headers.insert(3, "range over processes")
+    table = markdown_table(headers, rows)
     return f"{table}\n\n{met} met, {missed} missed, {unknown} not measured."
 
 
-def environment(command: str) -> str:
+def environment(command: str, seed: int) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}) on "
-        f"{platform.system()} {platform.machine()}, {now}; command: `{command}`"
+        f"{platform.system()} {platform.machine()}, {now}; command: `{command}`; "
+        f"seed {seed}"
     )
 
 
@@ -107,15 +183,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated groups to run: " + ", ".join(GROUPS),
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure each standard group in N fresh processes, one after the other, and "
+        "keep the median of each figure (default 1: in this process)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the round order (default: a new one, printed in the report)",
+    )
+    parser.add_argument(
         "--write-docs", action="store_true", help=f"write the tables into {DOCS.relative_to(ROOT)}"
     )
+    # Internal: measure one standard group and print its Measurement as JSON.
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child is not None:
+        return _child(args.child, args.settings)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
 
     keys = [key.strip() for key in args.only.split(",") if key.strip()] or list(GROUPS)
     unknown = [key for key in keys if key not in GROUPS]
     if unknown:
         parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
     settings = Settings.quick_run() if args.quick else Settings.full()
+    settings = dataclasses.replace(settings, seed=seed)
     # The groups measure resilient with telemetry on and no SDK configured (the telemetry
     # group covers the SDK): a provider named in the environment would change that.
     for var in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"):
@@ -123,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     shown_args = " ".join(sys.argv[1:] if argv is None else argv)
     command = f"python benchmarks/run.py {shown_args}".strip()
-    env_line = environment(command)
+    env_line = environment(command, seed)
     print(f"# resilient benchmarks\n\n{env_line}\n", flush=True)
 
     started = time.perf_counter()
@@ -132,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     broken = False
     for key in keys:
         try:
-            result = _runner_for(key)(settings)
+            result = _runner_for(key, args.processes)(settings)
         except Exception:
             # One broken group (a policy raising at construction, say) must not hide the rest.
             print(f"### {key}\n\ngroup crashed:\n\n```\n{traceback.format_exc()}```\n", flush=True)

@@ -41,3 +41,29 @@ def test_unknown_group_is_refused() -> None:
     )
     assert proc.returncode == 2
     assert "unknown group" in proc.stderr
+
+
+def test_quick_timeout_in_two_processes_reports_the_range_and_seeds() -> None:
+    pytest.importorskip("anyio")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--quick",
+            "--only",
+            "timeout",
+            "--processes",
+            "2",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "range over 2 processes" in proc.stdout
+    assert "round order seeds 7, 8" in proc.stdout
+    assert "| range over processes |" in proc.stdout
