@@ -38,7 +38,7 @@ same job, and check the goals the project set itself.
   around the await), `RateLimiter.acquire()` with their calls that take a permit. The report
   names the peer that was fastest. A peer without that face is no candidate for it (a
   semaphore has no decorator), and the group's description says which faces are missing.
-- **Several processes.** `--processes N` measures each group in N fresh interpreters, one
+- **Fresh interpreters.** `--processes N` measures each group in N fresh interpreters, one
   after the other, with seeds `seed`, `seed + 1`, ... Every figure (time per call, added
   cost, ratio) is computed inside each process; the report keeps the median over the
   processes and shows the lowest and the highest beside it, and a goal whose verdict is not

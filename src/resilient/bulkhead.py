@@ -66,23 +66,28 @@ class _Waiter:
         self.event = anyio.Event()
         self.granted = False
 
+    def wake(self) -> None:
+        """Hand this waiter the slot it waited for."""
+        self.granted = True
+        self.event.set()
+
 
 class BulkheadCore:
     """The slots and the queue of a bulkhead: pure and synchronous, no awaits.
 
     A released slot is handed straight to the oldest waiter rather than freed, so that a
     caller arriving between the release and the waiter's wake-up cannot take it (no
-    barging). The async shell parks and wakes the waiters it hands in.
+    barging). A waiter is whatever the async shell parks; the core calls its `wake()`
+    when it hands it a slot.
 
     Examples:
-        >>> core = BulkheadCore(1, max_waiting=1)
-        >>> core.try_acquire(), core.try_acquire()
-        (True, False)
-        >>> core.enqueue("w")
-        >>> core.release()  # the slot goes to the waiter, still taken
-        'w'
-        >>> core.in_flight
-        1
+        ```python
+        core = BulkheadCore(1, max_waiting=1)
+        assert core.try_acquire() and not core.try_acquire()
+        core.enqueue(waiter)   # waiter.wake() is called when a slot is handed to it
+        core.release()         # the slot goes to the waiter: still 1 in flight
+        assert core.in_flight == 1
+        ```
     """
 
     __slots__ = ("in_flight", "max_concurrent", "max_waiting", "waiters")
@@ -110,13 +115,13 @@ class BulkheadCore:
         """A waiter gives up its place in the queue (it timed out or was cancelled)."""
         self.waiters.remove(waiter)
 
-    def release(self) -> Any:
-        """Give a slot back: the waiter it is handed to, or None when it is freed."""
+    def release(self) -> None:
+        """Give a slot back: to the oldest waiter (woken), or free it."""
         waiters = self.waiters
         if waiters:
-            return waiters.popleft()
-        self.in_flight -= 1
-        return None
+            waiters.popleft().wake()
+        else:
+            self.in_flight -= 1
 
 
 class Bulkhead(AdmissionPolicy):
@@ -204,12 +209,6 @@ class Bulkhead(AdmissionPolicy):
 
     # -- slots ----------------------------------------------------------------------------
 
-    def _release(self) -> None:
-        waiter = self._core.release()
-        if waiter is not None:
-            waiter.granted = True
-            waiter.event.set()
-
     def _full(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(f"{self.name} is full: {reason}", policy=self.name)
 
@@ -241,7 +240,7 @@ class Bulkhead(AdmissionPolicy):
                     await waiter.event.wait()
         except BaseException:
             if waiter.granted:
-                self._release()  # cancelled just after being handed a slot: pass it on
+                core.release()  # cancelled just after being handed a slot: pass it on
             else:
                 core.leave(waiter)
             raise
@@ -283,7 +282,7 @@ class Bulkhead(AdmissionPolicy):
         return None
 
     def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
-        self._release()
+        self._core.release()
         if record is not None:
             record.event(RELEASED, _NO_ATTRIBUTES)
             record.end("success" if error is None else outcome_of(error), error)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from resilient.telemetry import _otel
 from resilient.telemetry._spec import EventSpec
@@ -143,8 +143,12 @@ class PolicyTelemetry:
             and not self.listeners
         ) or not self.enabled
 
-    def start(self, **attributes: Any) -> CallRecord | None:
-        """Begin recording one call; `None` when nothing would consume it."""
+    def start(self) -> CallRecord | None:
+        """Begin recording one call; `None` when nothing would consume it.
+
+        With no listener the OpenTelemetry call itself is the record (it has the same
+        methods), one object and one indirection fewer per recorded call.
+        """
         # The "nothing configured" check comes first, so that with no SDK and no listener a
         # policy costs the same whether its telemetry is on or off: a few attribute reads,
         # written out here rather than behind a function call.
@@ -156,7 +160,7 @@ class PolicyTelemetry:
             and not self.listeners
         ) or not self.enabled:
             return None
-        return self._start(attributes, current=True)
+        return self._start(current=True)
 
     def start_detached(self) -> CallRecord | None:
         """Like `start()`, but the span is not made the current one.
@@ -166,18 +170,18 @@ class PolicyTelemetry:
         """
         if self.quiet():
             return None
-        return self._start({}, current=False)
+        return self._start(current=False)
 
-    def _start(self, attributes: dict[str, Any], *, current: bool) -> CallRecord | None:
+    def _start(self, *, current: bool) -> CallRecord | None:
         otel = (
-            self.otel.start(settings.spans, settings.metrics, attributes, current)
+            self.otel.start(settings.spans, settings.metrics, current)
             if _otel.configured()
             else None
         )
         listeners = self._listeners()
-        if otel is None and listeners is None:
-            return None
-        return CallRecord(self, otel, listeners)
+        if listeners is None:
+            return otel
+        return _ListenedCall(self, otel, listeners)
 
     def emit(self, spec: EventSpec, attributes: Mapping[str, Any]) -> None:
         """Report an event outside any recorded call (a breaker transition caused by a
@@ -195,8 +199,41 @@ class PolicyTelemetry:
         return self.enabled and _otel.configured() and self.otel.metrics_ready(settings.metrics)
 
 
-class CallRecord:
-    """What one call through a policy reports, on to each consumer."""
+class CallRecord(Protocol):
+    """What one call through a policy reports: the interface policies see.
+
+    With listeners subscribed it is a `_ListenedCall` that hands every report on to both
+    consumers; with OpenTelemetry alone it is the OpenTelemetry consumer's own call.
+    """
+
+    @property
+    def span(self) -> Any:
+        """The call's OpenTelemetry span, or None when no span is recording."""
+        ...
+
+    def event(self, spec: EventSpec, attributes: Mapping[str, Any]) -> None:
+        """Report one event of the call."""
+        ...
+
+    def set(self, key: str, value: Any) -> None:
+        """Report a detail of the whole call (a span attribute, and on the end event)."""
+        ...
+
+    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Any, object]:
+        """Open a child span, current until `end_child` (a retry attempt)."""
+        ...
+
+    def end_child(self, span: Any, token: object, error: Exception | None) -> None:
+        """Close a child span."""
+        ...
+
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
+        """Close the call under `outcome`."""
+        ...
+
+
+class _ListenedCall:
+    """A recorded call with listeners: every report goes on to each consumer."""
 
     __slots__ = ("_attrs", "_started", "listeners", "otel", "telemetry")
 

@@ -198,9 +198,7 @@ class OTelPolicy:
             else:
                 instrument.add(amount, attrs)
 
-    def start(
-        self, spans_on: bool, metrics_on: bool, attributes: Mapping[str, Any], current: bool
-    ) -> OTelCall | None:
+    def start(self, spans_on: bool, metrics_on: bool, current: bool) -> OTelCall | None:
         tracer = self.tracer(spans_on)
         inst = meter(metrics_on)
         if tracer is None and inst is None:
@@ -209,9 +207,7 @@ class OTelPolicy:
         token: object = None
         if tracer is not None:
             span = tracer.start_span(
-                self.span_name,
-                kind=SpanKind.INTERNAL,
-                attributes={**self.span_attrs, **attributes} if attributes else self.span_attrs,
+                self.span_name, kind=SpanKind.INTERNAL, attributes=self.span_attrs
             )
             if not span.is_recording():
                 span = None
@@ -285,7 +281,7 @@ class OTelCall:
         otel_context.detach(token)  # type: ignore[arg-type]
         span.end()
 
-    def end(self, outcome: str, error: BaseException | None) -> None:
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
         inst = self.inst
         if inst is not None:
             attributes = self.policy.outcome_attributes(outcome)
