@@ -7,15 +7,15 @@ how the call ended. The shell is everything else, written once: the decorator, `
 hooks, each a plain method on its core:
 
 - `_admit(record)`: admit now and return a *ticket* (whatever the core needs to settle the
-  call later), or return `WAIT` to ask the shell to wait, or raise the rejection (having
-  ended `record` as rejected);
+  call later), or return `WAIT` to ask the shell to wait, or raise the rejection;
 - `_wait(record)`: the waiting path (a bulkhead queue, a rate limiter's reserved permit),
-  bounded by `max_wait` and the enclosing deadline; returns the ticket or raises, having
-  ended `record`;
+  bounded by `max_wait` and the enclosing deadline; returns the ticket or raises;
 - `_settle(ticket, error, record)`: the call ended (`error` is None on success, or what it
-  raised, cancellation included): count it, release what the ticket holds, end `record`;
-- `_settle_result(ticket, result, record)`: the call returned `result` (default: a plain
-  success; a breaker with `on_result` judges the result here).
+  raised, cancellation included): count it and release what the ticket holds;
+- `_settle_result(ticket, result, record)`: the call returned `result`; True when it
+  counts as a failure (a breaker with `on_result` judges the result here).
+
+Hooks report events on `record` (a queue, a decision); the shell ends it.
 
 The fast path is the general case: a call admitted at once costs the hooks' own work and
 no await beyond the user's call.
@@ -30,7 +30,8 @@ from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from resilient._policy import Policy, ensure_async_callable
 from resilient._task_local import TaskLocalStack
-from resilient.telemetry._core import CallRecord, PolicyTelemetry
+from resilient.exceptions import RejectedError
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 
 __all__ = ("WAIT", "AdmissionPolicy")
 
@@ -67,7 +68,7 @@ class AdmissionPolicy(Policy):
     # -- the hooks ------------------------------------------------------------------------
 
     def _admit(self, record: CallRecord | None) -> Any:
-        """A ticket, `WAIT`, or raise the rejection."""
+        """A ticket, `WAIT`, or raise the rejection (a `RejectedError`)."""
         raise NotImplementedError
 
     async def _wait(self, record: CallRecord | None) -> Any:
@@ -75,14 +76,64 @@ class AdmissionPolicy(Policy):
         raise NotImplementedError
 
     def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
-        """The call is over: count it, release what `ticket` holds, end `record`."""
+        """The call is over (`error` is what it raised, or None): count it and release what
+        `ticket` holds."""
         raise NotImplementedError
 
-    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> None:
-        """The call returned `result`."""
+    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> bool:
+        """The call returned `result`; True when the result counts as a failure."""
         self._settle(ticket, None, record)
+        return False
 
     # -- the faces, written once ----------------------------------------------------------
+    #
+    # The shell, not the hooks, ends a call's telemetry record: rejected when admission
+    # raised a RejectedError, otherwise by what the call (or a hook) raised or returned.
+
+    async def _enter_recorded(self, record: CallRecord) -> Any:
+        try:
+            ticket = self._admit(record)
+            if ticket is WAIT:
+                ticket = await self._wait(record)
+        except RejectedError as error:
+            record.end("rejected", error)
+            raise
+        except BaseException as exc:
+            record.end(outcome_of(exc), exc)
+            raise
+        return ticket
+
+    def _exit_recorded(self, ticket: Any, error: BaseException | None, record: CallRecord) -> None:
+        try:
+            self._settle(ticket, error, record)
+        except BaseException as raised:
+            record.end(outcome_of(raised), raised)
+            raise
+        record.end("success" if error is None else outcome_of(error), error)
+
+    def _result_recorded(self, ticket: Any, result: object, record: CallRecord) -> None:
+        try:
+            failed = self._settle_result(ticket, result, record)
+        except BaseException as raised:
+            record.end(outcome_of(raised), raised)
+            raise
+        record.end("failure" if failed else "success")
+
+    async def _run_recorded(
+        self,
+        record: CallRecord,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        ticket = await self._enter_recorded(record)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit_recorded(ticket, exc, record)
+            raise
+        self._result_recorded(ticket, result, record)
+        return result
 
     async def _run(
         self,
@@ -91,15 +142,17 @@ class AdmissionPolicy(Policy):
         kwargs: dict[str, Any],
     ) -> T:
         record = self._telemetry.start()
-        ticket = self._admit(record)
+        if record is not None:
+            return await self._run_recorded(record, fn, args, kwargs)
+        ticket = self._admit(None)
         if ticket is WAIT:
-            ticket = await self._wait(record)
+            ticket = await self._wait(None)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._settle(ticket, exc, record)
+            self._settle(ticket, exc, None)
             raise
-        self._settle_result(ticket, result, record)
+        self._settle_result(ticket, result, None)
         return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -109,8 +162,8 @@ class AdmissionPolicy(Policy):
             TypeError: `fn` is not an `async def` function.
         """
         ensure_async_callable(fn, type(self).__name__)
-        # The shell of _run, inlined into the wrapper: one coroutine per call, not two.
-        start = self._telemetry.start
+        # The shell of _run, inlined into the wrapper: one coroutine per unrecorded call.
+        start, run_recorded = self._telemetry.start, self._run_recorded
         admit, wait = self._admit, self._wait
         settle, settle_result = self._settle, self._settle_result
 
@@ -118,44 +171,42 @@ class AdmissionPolicy(Policy):
 
             async def admitted_unsettled(*args: P.args, **kwargs: P.kwargs) -> T:
                 record = start()
-                ticket = admit(record)
-                if ticket is WAIT:
-                    ticket = await wait(record)
-                if record is None:
-                    return await fn(*args, **kwargs)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    settle(ticket, exc, record)
-                    raise
-                settle_result(ticket, result, record)
-                return result
+                if record is not None:
+                    return await run_recorded(record, fn, args, kwargs)
+                if admit(None) is WAIT:
+                    await wait(None)
+                return await fn(*args, **kwargs)
 
             return functools.wraps(fn)(admitted_unsettled)
 
         async def admitted(*args: P.args, **kwargs: P.kwargs) -> T:
             record = start()
-            ticket = admit(record)
+            if record is not None:
+                return await run_recorded(record, fn, args, kwargs)
+            ticket = admit(None)
             if ticket is WAIT:
-                ticket = await wait(record)
+                ticket = await wait(None)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                settle(ticket, exc, record)
+                settle(ticket, exc, None)
                 raise
-            settle_result(ticket, result, record)
+            settle_result(ticket, result, None)
             return result
 
         return functools.wraps(fn)(admitted)
 
     async def __aenter__(self: A) -> A:
         record = self._telemetry.start()
-        ticket = self._admit(record)
-        if ticket is WAIT:
-            ticket = await self._wait(record)
-        # A block with nothing to settle later (no ticket, no record: a bulkhead slot, a
-        # permit) is pushed only when it nests inside one that was, so that pops stay in
-        # order; most blocks then cost no per-task state at all.
+        if record is None:
+            ticket = self._admit(None)
+            if ticket is WAIT:
+                ticket = await self._wait(None)
+        else:
+            ticket = await self._enter_recorded(record)
+        # A block with nothing to settle later (a bulkhead slot, a permit, no record) is
+        # pushed only when it nests inside one that was, so that pops stay in order; most
+        # blocks then keep no per-task state at all.
         entries = self._entries
         if not self._ticketless or ticket is not None or record is not None or not entries.empty():
             entries.push((ticket, record))
@@ -173,4 +224,7 @@ class AdmissionPolicy(Policy):
                 self._settle(None, exc, None)
             return
         ticket, record = entries.pop()
-        self._settle(ticket, exc, record)
+        if record is None:
+            self._settle(ticket, exc, None)
+        else:
+            self._exit_recorded(ticket, exc, record)

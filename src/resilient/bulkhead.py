@@ -19,7 +19,7 @@ from resilient._validate import (
     check_positive_int,
 )
 from resilient.exceptions import BulkheadFullError
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._core import CallRecord, PolicyTelemetry
 from resilient.telemetry._spec import WAIT_DURATION, Effect, EventSpec, Instrument
 
 __all__ = ("Bulkhead",)
@@ -267,16 +267,7 @@ class Bulkhead(AdmissionPolicy):
         return None
 
     async def _wait(self, record: CallRecord | None) -> Any:
-        try:
-            await self._queue(record)
-        except BulkheadFullError as error:
-            if record is not None:
-                record.end("rejected", error)
-            raise
-        except BaseException as exc:
-            if record is not None:
-                record.end(outcome_of(exc), exc)
-            raise
+        await self._queue(record)
         if record is not None:
             record.event(ACQUIRED, _NO_ATTRIBUTES)
         return None
@@ -285,4 +276,3 @@ class Bulkhead(AdmissionPolicy):
         self._core.release()
         if record is not None:
             record.event(RELEASED, _NO_ATTRIBUTES)
-            record.end("success" if error is None else outcome_of(error), error)

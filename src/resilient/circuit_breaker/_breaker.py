@@ -354,39 +354,34 @@ class CircuitBreaker(AdmissionPolicy):
 
     def _admit(self, record: CallRecord | None) -> Any:
         core = self._core
-        epoch = core.epoch if core.state is CLOSED else self._admit_outside_closed(record)
+        epoch = core.epoch if core.state is CLOSED else self._admit_outside_closed()
         return epoch if self._slow_after is None else (epoch, self._now())
 
     def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
         if error is not None:
-            self._settle_error(ticket, error, record)
+            self._settle_error(ticket, error)
         elif self._slow_after is None:
             self._core.record_success(ticket, self._now())
-            if record is not None:
-                record.end("success")
         else:
-            self._count(ticket, False, record)
+            self._count(ticket, False)
 
-    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> None:
+    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> bool:
         if self._plain:
             self._core.record_success(ticket, self._now())
-            if record is not None:
-                record.end("success")
-            return
+            return False
         on_result = self._on_result
         failed = False
         if on_result is not None:
             try:
                 failed = bool(on_result(result))
-            except BaseException as exc:
+            except BaseException:
                 # The result could not be classified: count nothing, free any probe slot.
                 self._core.release(_epoch(ticket))
-                if record is not None:
-                    record.end("failure", exc)
                 raise
-        self._count(ticket, failed, record)
+        self._count(ticket, failed)
+        return failed
 
-    def _admit_outside_closed(self, record: CallRecord | None) -> int:
+    def _admit_outside_closed(self) -> int:
         """Admission outside the closed state: an epoch, or raise `CircuitOpenError`."""
         now = self._now()
         core = self._core
@@ -401,47 +396,31 @@ class CircuitBreaker(AdmissionPolicy):
             reason = "is half-open and every probe slot is taken"
         else:
             reason = "is forced open"
-        error = CircuitOpenError(
+        raise CircuitOpenError(
             f"circuit breaker {self.name!r} {reason}", policy=self.name, retry_after=retry_after
         )
-        if record is not None:
-            record.end("rejected", error)
-        raise error
 
-    def _count(
-        self,
-        ticket: Any,
-        failed: bool,
-        record: CallRecord | None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Count the call in the window (as failed or not, and slow or not); a call that
-        raised ends its record as a failure even when `on` does not count it as one."""
+    def _count(self, ticket: Any, failed: bool) -> None:
+        """Count the call in the window, as failed or not, and slow or not."""
         now = self._now()
         if self._slow_after is None:
             self._core.record(ticket, now, failed, False)
         else:
             epoch, started = ticket
             self._core.record(epoch, now, failed, now - started >= self._slow_after)
-        if record is not None:
-            record.end("failure" if failed or error is not None else "success", error)
 
-    def _settle_error(self, ticket: Any, exc: BaseException, record: CallRecord | None) -> None:
+    def _settle_error(self, ticket: Any, exc: BaseException) -> None:
         if not isinstance(exc, Exception):
             # Cancellation (or KeyboardInterrupt, SystemExit, ...) says nothing about the
             # dependency: count nothing, free any probe slot.
             self._core.release(_epoch(ticket))
-            if record is not None:
-                record.end("cancelled", exc)
             return
         try:
             failed = self._is_failure(exc)
         except BaseException:
             self._core.release(_epoch(ticket))
-            if record is not None:
-                record.end("failure", exc)
             raise
-        self._count(ticket, failed, record, exc)
+        self._count(ticket, failed)
 
     # -- telemetry ---------------------------------------------------------------------
 

@@ -393,25 +393,12 @@ class RateLimiter(AdmissionPolicy):
                 self._count(record, ALLOWED)
             return None
         if self._wait_limit() <= 0:
-            error = self._rejected(needed, 1, record)
-            if record is not None:
-                record.end(REJECTED, error)
-            raise error
+            raise self._rejected(needed, 1, record)
         return WAIT
 
     async def _wait(self, record: CallRecord | None) -> Any:
-        try:
-            await self._admit_slow(self._default_key, 1, None, record)
-        except RateLimitedError as error:
-            if record is not None:
-                record.end(REJECTED, error)
-            raise
-        except BaseException as exc:
-            if record is not None:
-                record.end(outcome_of(exc), exc)
-            raise
+        await self._admit_slow(self._default_key, 1, None, record)
         return None
 
     def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
-        if record is not None:
-            record.end("success" if error is None else outcome_of(error), error)
+        return None  # the permit was spent at admission
