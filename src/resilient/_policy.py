@@ -8,7 +8,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ("Policy", "ensure_async_callable")
+from resilient._validate import short_repr
+
+__all__ = ("Policy", "ensure_async_callable", "is_async_callable")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -18,21 +20,26 @@ T = TypeVar("T")
 _markcoroutinefunction = getattr(inspect, "markcoroutinefunction", None)
 
 
+def is_async_callable(fn: object) -> bool:
+    """True for an `async def` function, or an object whose `__call__` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
 def ensure_async_callable(fn: object, policy: str) -> None:
     """Raise TypeError unless `fn` is an `async def` function (or an object whose
     `__call__` is one). Done once, at decoration time."""
     if inspect.isasyncgenfunction(fn):
         raise TypeError(
-            f"{policy} cannot decorate the async generator function {fn!r}; "
+            f"{policy} cannot decorate the async generator function {short_repr(fn)}; "
             "it decorates `async def` functions that return a value"
         )
-    if inspect.iscoroutinefunction(fn):
-        return
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    if call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call):
+    if is_async_callable(fn):
         return
     raise TypeError(
-        f"{policy} decorates `async def` functions only, got {fn!r}; "
+        f"{policy} decorates `async def` functions only, got {short_repr(fn)}; "
         "for a synchronous function, run it in a worker thread inside an async def"
     )
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from resilient._on import On, exception_filter
-from resilient._policy import Policy
+from resilient._policy import Policy, is_async_callable
 from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import EventSpec
@@ -28,13 +27,6 @@ class _Unset:
 
 
 _UNSET: Final = _Unset()
-
-
-def _is_async_callable(fn: object) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
 class Fallback(Policy):
@@ -87,7 +79,7 @@ class Fallback(Policy):
                 "give exactly one of value and handler, got "
                 + ("neither" if handler is None else both)
             )
-        if handler is not None and not _is_async_callable(handler):
+        if handler is not None and not is_async_callable(handler):
             raise TypeError(
                 "handler must be an async callable (exception) -> result, "
                 f"got {short_repr(handler)}"
