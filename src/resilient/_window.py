@@ -8,10 +8,16 @@ bucket). `with_edge(field)` adds the edge bucket: it counts at least every event
 `window` seconds (and may count some a little older). A budget that compares a generous count
 of what it spends with a strict count of what it earns can therefore never overspend in any
 trailing window.
+
+One field may be *tallied*: `tally(now)` counts an event of it for the price of a comparison
+and an increment, the hot path of both owners (a call the retry budget earns from, a
+breaker's success). Tallied events of one bucket are summed and added in one step when the
+bucket ends, or before anything else reads or writes the window.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from resilient._validate import check_positive, short_repr
@@ -44,11 +50,24 @@ class RollingCounts:
         window: the window length in seconds (at least 0.001, i.e. 1 ms).
         fields: how many kinds of event are counted (indexes 0 .. fields-1).
         buckets: how many buckets the window is split into (>= 1).
+        tallied: the field `tally()` counts (default 0).
     """
 
-    __slots__ = ("_current", "_head", "_inv_width", "_n", "_recent", "_slots", "window")
+    __slots__ = (
+        "_current",
+        "_head",
+        "_inv_width",
+        "_n",
+        "_recent",
+        "_slots",
+        "_tallied",
+        "_tally",
+        "_tally_at",
+        "_tally_until",
+        "window",
+    )
 
-    def __init__(self, window: float, fields: int, buckets: int = 10) -> None:
+    def __init__(self, window: float, fields: int, buckets: int = 10, *, tallied: int = 0) -> None:
         window = check_window("window", window)
         if buckets < 1:
             raise ValueError(f"buckets must be >= 1, got {short_repr(buckets)}")
@@ -58,6 +77,14 @@ class RollingCounts:
         self._slots = [[0] * fields for _ in range(buckets + 1)]
         self._recent = [0] * fields
         self._head = 0
+        self._tallied = tallied
+        self._tally = 0
+        self._tally_at = 0.0
+        # The end of the bucket the pending tally belongs to. Bucketed with the same
+        # `now * inv_width` as _advance; should rounding put it a hair past the real edge,
+        # an event just after the edge is counted in the earlier bucket and so leaves the
+        # window a bucket early: counts of earned calls then err low, never high.
+        self._tally_until = -math.inf
         self._current: int | None = None
 
     def _advance(self, now: float) -> list[int]:
@@ -84,23 +111,45 @@ class RollingCounts:
             self._current = index
         return self._slots[self._head]
 
+    def tally(self, now: float) -> None:
+        """Count one event of the tallied field at time `now` (the hot path)."""
+        if now < self._tally_until:
+            self._tally += 1
+            return
+        self._flush()
+        self._tally = 1
+        self._tally_at = now
+        self._tally_until = ((now * self._inv_width) // 1 + 1) / self._inv_width
+
+    def _flush(self) -> None:
+        count = self._tally
+        if count:
+            self._tally = 0
+            self._advance(self._tally_at)[self._tallied] += count
+            self._recent[self._tallied] += count
+
     def add(self, now: float, field: int, count: int = 1) -> None:
         """Count `count` events of kind `field` at time `now`."""
+        self._flush()
         self._advance(now)[field] += count
         self._recent[field] += count
 
     def recent(self, now: float, field: int) -> int:
         """Events of kind `field` in the window's buckets (all within the last `window`)."""
+        self._flush()
         self._advance(now)
         return self._recent[field]
 
     def with_edge(self, now: float, field: int) -> int:
         """Events of kind `field` in the window plus the edge bucket (at least every event
         of the last `window` seconds)."""
+        self._flush()
         self._advance(now)
         edge = self._slots[(self._head + 1) % (self._n + 1)]
         return self._recent[field] + edge[field]
 
     def reset(self) -> None:
         """Forget every event."""
+        self._tally = 0
+        self._tally_until = -math.inf
         self._current = None

@@ -10,7 +10,7 @@ Both keep three running totals (calls, failures, slow calls) so reading them is 
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Protocol
 
 from resilient._validate import short_repr
@@ -59,9 +59,8 @@ class TimeWindow:
         buckets: how many buckets it is split into; an outcome leaves the window at the
             granularity of one bucket (`window / buckets` seconds).
 
-    The counting is `RollingCounts`'. Successes, the hot path, are first tallied here and
-    handed to it in one `add` per bucket, when the bucket ends or before anything else
-    reads or writes the window: a success then costs a comparison and an increment.
+    The counting is `RollingCounts`'. Successes, the hot path, are its tallied field: a
+    success costs a comparison and an increment.
 
     Examples:
         >>> w = TimeWindow(10.0)
@@ -73,33 +72,14 @@ class TimeWindow:
         (0, 0, 0)
     """
 
-    __slots__ = ("_counts", "_flush_at", "_pending", "_pending_at", "_width")
+    __slots__ = ("_counts", "add_success")
 
     def __init__(self, window: float, buckets: int = 10) -> None:
-        self._counts = RollingCounts(window, 3, buckets)
-        self._width = window / buckets
-        self._pending = 0
-        self._pending_at = 0.0
-        # The end of the bucket that the pending successes belong to.
-        self._flush_at = -math.inf
-
-    def add_success(self, now: float) -> None:
-        if now < self._flush_at:
-            self._pending += 1
-        else:
-            self._flush()
-            self._pending = 1
-            self._pending_at = now
-            width = self._width
-            self._flush_at = (now // width + 1.0) * width
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._counts.add(self._pending_at, CALLS, self._pending)
-            self._pending = 0
+        self._counts = RollingCounts(window, 3, buckets, tallied=CALLS)
+        #: Count one successful call that was not slow: the window's tally, bound once.
+        self.add_success: Callable[[float], None] = self._counts.tally
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
-        self._flush()
         add = self._counts.add
         add(now, CALLS)
         if failed:
@@ -108,7 +88,6 @@ class TimeWindow:
             add(now, SLOW)
 
     def totals(self, now: float) -> tuple[int, int, int]:
-        self._flush()
         counts = self._counts
         return (
             counts.recent(now, CALLS),
@@ -117,8 +96,6 @@ class TimeWindow:
         )
 
     def reset(self) -> None:
-        self._pending = 0
-        self._flush_at = -math.inf
         self._counts.reset()
 
 

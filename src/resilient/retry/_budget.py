@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Final
 
 from resilient._validate import check_non_negative
@@ -47,9 +47,6 @@ class RetryBudget:
         "_counts",
         "_floor",
         "_inv_width",
-        "_pending",
-        "_pending_at",
-        "_pending_until",
         "min_per_second",
         "ratio",
         "window",
@@ -62,19 +59,9 @@ class RetryBudget:
         self.min_per_second = check_non_negative("min_per_second", min_per_second)
         self.window = check_window("window", window)
         self._floor = self.min_per_second * self.window
-        self._counts = RollingCounts(self.window, 2, _BUCKETS)
-        # The same value RollingCounts buckets time with, so that `(now * _inv_width) // 1`
-        # names exactly the bucket it would count `now` in.
+        # Calls, counted on every call's happy path, are the window's tallied field.
+        self._counts = RollingCounts(self.window, 2, _BUCKETS, tallied=_CALLS)
         self._inv_width = _BUCKETS / self.window
-        # Calls are counted on every call's happy path, so those of one bucket are summed
-        # here and handed to the window in one `add` (at the time of the first of them)
-        # when the bucket ends or before the window is read: a fraction of the cost of
-        # `add` per call. Should float rounding put `_pending_until` a hair past the real
-        # bucket edge, a call just after the edge is counted in the earlier bucket and so
-        # leaves the window earlier: the budget can only err towards fewer retries.
-        self._pending = 0
-        self._pending_at = 0.0
-        self._pending_until = -math.inf
 
     def __repr__(self) -> str:
         return (
@@ -88,19 +75,11 @@ class RetryBudget:
         Examples:
             >>> RetryBudget().record_call(now=0.0)
         """
-        if now < self._pending_until:
-            self._pending += 1
-            return
-        self._flush()
-        bucket = (now * self._inv_width) // 1
-        self._pending_at = now
-        self._pending_until = (bucket + 1) / self._inv_width
-        self._pending = 1
+        self._counts.tally(now)
 
-    def _flush(self) -> None:
-        if self._pending:
-            self._counts.add(self._pending_at, _CALLS, self._pending)
-            self._pending = 0
+    def call_counter(self) -> Callable[[float], None]:
+        """`record_call`, bound once: what `Retry` calls on every call's happy path."""
+        return self._counts.tally
 
     def try_spend(self, now: float) -> bool:
         """Take one retry from the budget at `now`; False when that would overspend it.
@@ -109,7 +88,6 @@ class RetryBudget:
             >>> RetryBudget(min_per_second=0.0).try_spend(now=0.0)
             False
         """
-        self._flush()
         counts = self._counts
         spent = counts.with_edge(now, _RETRIES)
         earned = counts.recent(now, _CALLS)
@@ -136,7 +114,6 @@ class RetryBudget:
         """
         inv_width = self._inv_width
         if (spent_at * inv_width) // 1 == (now * inv_width) // 1:
-            self._flush()
             self._counts.add(now, _RETRIES, -1)
 
     def reset(self) -> None:
@@ -145,6 +122,4 @@ class RetryBudget:
         Examples:
             >>> RetryBudget().reset()
         """
-        self._pending = 0
-        self._pending_until = -math.inf
         self._counts.reset()

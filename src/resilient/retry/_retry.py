@@ -170,6 +170,7 @@ class Retry(Policy):
         "_calls",
         "_cancelled",
         "_clock",
+        "_count_call",
         "_deadline_give_ups",
         "_exhausted",
         "_failures",
@@ -217,6 +218,8 @@ class Retry(Policy):
         elif budget is not None and not isinstance(budget, RetryBudget):
             raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
         self._budget: RetryBudget | None = budget
+        # The budget's call counter, bound once: it runs on every call's happy path.
+        self._count_call = None if budget is None else budget.call_counter()
         self.max_duration = check_optional_positive("max_duration", max_duration)
         self.name = check_name(name, "retry")
         self._clock = check_clock(clock)
@@ -273,9 +276,9 @@ class Retry(Policy):
             return await self._run_recorded(fn, args, kwargs, record)
         # The happy path, written out: _start_call without the _Call it would allocate.
         started = self._now()
-        budget = self._budget
-        if budget is not None:
-            budget.record_call(started)
+        count_call = self._count_call
+        if count_call is not None:
+            count_call(started)
         self._calls += 1
         try:
             result = await fn(*args, **kwargs)
@@ -321,8 +324,8 @@ class Retry(Policy):
     def _start_call(self, record: CallRecord | None) -> _Call:
         """Begin one call: count it, and in the budget."""
         call = _Call(self._now(), record)
-        if self._budget is not None:
-            self._budget.record_call(call.started)
+        if self._count_call is not None:
+            self._count_call(call.started)
         self._calls += 1
         return call
 
