@@ -23,12 +23,11 @@ no await beyond the user's call.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
-from resilient._policy import Policy, ensure_async_callable
+from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient.exceptions import RejectedError
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
@@ -155,21 +154,15 @@ class AdmissionPolicy(Policy):
         self._settle_result(ticket, result, None)
         return result
 
-    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an `async def`; the decorated function keeps its signature.
-
-        Raises:
-            TypeError: `fn` is not an `async def` function.
-        """
-        ensure_async_callable(fn, type(self).__name__)
-        # The shell of _run, inlined into the wrapper: one coroutine per unrecorded call.
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        # The shell of _run, inlined into the function: one coroutine per unrecorded call.
         start, run_recorded = self._telemetry.start, self._run_recorded
         admit, wait = self._admit, self._wait
         settle, settle_result = self._settle, self._settle_result
 
         if not self._settles_unrecorded:
 
-            async def admitted_unsettled(*args: P.args, **kwargs: P.kwargs) -> T:
+            async def admitted_unsettled(*args: Any, **kwargs: Any) -> T:
                 record = start()
                 if record is not None:
                     return await run_recorded(record, fn, args, kwargs)
@@ -177,9 +170,9 @@ class AdmissionPolicy(Policy):
                     await wait(None)
                 return await fn(*args, **kwargs)
 
-            return functools.wraps(fn)(admitted_unsettled)
+            return admitted_unsettled
 
-        async def admitted(*args: P.args, **kwargs: P.kwargs) -> T:
+        async def admitted(*args: Any, **kwargs: Any) -> T:
             record = start()
             if record is not None:
                 return await run_recorded(record, fn, args, kwargs)
@@ -194,7 +187,7 @@ class AdmissionPolicy(Policy):
             settle_result(ticket, result, None)
             return result
 
-        return functools.wraps(fn)(admitted)
+        return admitted
 
     async def __aenter__(self: A) -> A:
         record = self._telemetry.start()

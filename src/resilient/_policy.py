@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,10 +13,6 @@ __all__ = ("Policy", "ensure_async_callable", "is_async_callable")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-# On 3.12+ a plain function marked as a coroutine function can hand back the policy's own
-# coroutine, saving one coroutine frame per call; 3.11 needs a real `async def` wrapper.
-_markcoroutinefunction = getattr(inspect, "markcoroutinefunction", None)
 
 
 def is_async_callable(fn: object) -> bool:
@@ -44,24 +39,43 @@ def ensure_async_callable(fn: object, policy: str) -> None:
     )
 
 
-class Policy(ABC):
-    """Base of every policy and of `Pipeline`: one engine, `_run`, and its faces.
+class Policy:
+    """Base of every policy and of `Pipeline`: one engine, `_bind`, and its faces.
 
-    Subclasses implement `_run(fn, args, kwargs)`, the coroutine that runs one call.
+    Subclasses implement `_bind(fn)`: an `async def (*args, **kwargs)` that runs `fn` under
+    the policy (or `_run(fn, args, kwargs)`, the coroutine of one call, and inherit
+    `_bind`). The decorator is that function itself, one coroutine per call whatever the
+    Python version; `.call()` and the Pipeline stages build on it. A policy may override
+    both, so that `.call()` builds no function per call.
     """
 
     # Policies are long-lived and shared; registries (health checks, dashboards) may hold
     # them weakly.
     __slots__ = ("__weakref__",)
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._bind is Policy._bind and cls._run is Policy._run:
+            raise TypeError(f"{cls.__name__} must implement _bind(fn) or _run(fn, args, kwargs)")
+
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        """An `async def (*args, **kwargs)` that runs `await fn(*args, **kwargs)` under this
+        policy (by default, through `_run`)."""
+        run = self._run
+
+        async def bound(*args: Any, **kwargs: Any) -> T:
+            return await run(fn, args, kwargs)
+
+        return bound
+
     def _run(
         self,
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Coroutine[Any, Any, T]:
-        """Run `await fn(*args, **kwargs)` under this policy."""
+        """Run `await fn(*args, **kwargs)` under this policy (by default, through `_bind`)."""
+        return self._bind(fn)(*args, **kwargs)
 
     def call(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -76,18 +90,4 @@ class Policy(ABC):
             TypeError: `fn` is not an `async def` function.
         """
         ensure_async_callable(fn, type(self).__name__)
-        run = self._run
-
-        if _markcoroutinefunction is not None:
-
-            def direct(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
-                return run(fn, args, kwargs)
-
-            wrapper = functools.wraps(fn)(direct)
-            _markcoroutinefunction(wrapper)
-            return wrapper
-
-        async def awaiting(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await run(fn, args, kwargs)
-
-        return functools.wraps(fn)(awaiting)
+        return functools.wraps(fn)(self._bind(fn))

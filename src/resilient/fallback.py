@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 from resilient._on import On, exception_filter
@@ -97,50 +97,50 @@ class Fallback(Policy):
         what = f"handler={self._handler!r}" if self._handler is not None else repr(self._value)
         return f"Fallback({what}, name={self.name!r})"
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        fallback = self
+
+        async def bound(*args: Any, **kwargs: Any) -> T:
+            record = fallback._telemetry.start()
             try:
-                matched = self._matches(exc)
-            except BaseException as raised:
-                # The predicate itself failed: its error propagates, chained to `exc`.
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                try:
+                    matched = fallback._matches(exc)
+                except BaseException as raised:
+                    # The predicate itself failed: its error propagates, chained to `exc`.
+                    if record is not None:
+                        record.end(outcome_of(raised), raised)
+                    raise
+                if not matched:
+                    if record is not None:
+                        record.end("failure", exc)
+                    raise
                 if record is not None:
-                    record.end(outcome_of(raised), raised)
-                raise
-            if not matched:
-                if record is not None:
-                    record.end("failure", exc)
-                raise
-            if record is not None:
-                record.event(USED, {"error.type": type(exc).__qualname__})
-            handler = self._handler
-            if handler is None:
+                    record.event(USED, {"error.type": type(exc).__qualname__})
+                handler = fallback._handler
+                if handler is None:
+                    if record is not None:
+                        record.end("fallback")
+                    value: T = fallback._value
+                    return value
+                # Awaited inside the except block: an error of the handler chains to `exc`.
+                try:
+                    value = await handler(exc)
+                except BaseException as handler_exc:
+                    if record is not None:
+                        outcome = outcome_of(handler_exc)
+                        record.end(outcome, handler_exc)
+                    raise
                 if record is not None:
                     record.end("fallback")
-                value: T = self._value
                 return value
-            # Awaited inside the except block: an error of the handler chains to `exc`.
-            try:
-                value = await handler(exc)
-            except BaseException as handler_exc:
+            except BaseException as exc:
                 if record is not None:
-                    outcome = outcome_of(handler_exc)
-                    record.end(outcome, handler_exc)
+                    record.end("cancelled", exc)
                 raise
             if record is not None:
-                record.end("fallback")
-            return value
-        except BaseException as exc:
-            if record is not None:
-                record.end("cancelled", exc)
-            raise
-        if record is not None:
-            record.end("success")
-        return result
+                record.end("success")
+            return result
+
+        return bound

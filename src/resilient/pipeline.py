@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from resilient._policy import Policy
 from resilient._validate import check_bool, check_name, short_repr
@@ -12,8 +12,6 @@ from resilient.telemetry._core import PolicyTelemetry, outcome_of
 __all__ = ("Pipeline",)
 
 T = TypeVar("T")
-
-_NO_KWARGS: Final[dict[str, Any]] = {}
 
 
 class Pipeline(Policy):
@@ -42,7 +40,7 @@ class Pipeline(Policy):
         ```
     """
 
-    __slots__ = ("_inner", "_outer", "_policies", "_telemetry", "name")
+    __slots__ = ("_policies", "_telemetry", "name")
 
     def __init__(self, *policies: Policy, name: str | None = None, telemetry: bool = True) -> None:
         if not policies:
@@ -55,10 +53,6 @@ class Pipeline(Policy):
                 )
         self.name = check_name(name, "pipeline")
         self._policies = policies
-        self._outer = policies[0]._run
-        # Built once: each inner stage, innermost first, as the callable the stage outside
-        # it awaits.
-        self._inner = tuple(policy._run for policy in reversed(policies[1:]))
         self._telemetry = PolicyTelemetry(
             "pipeline", self.name, enabled=check_bool("telemetry", telemetry)
         )
@@ -72,25 +66,24 @@ class Pipeline(Policy):
         inner = ", ".join(repr(policy) for policy in self._policies)
         return f"Pipeline({inner}, name={self.name!r})"
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        target: Callable[..., Awaitable[Any]] = fn
-        for stage in self._inner:
-            args = (target, args, kwargs)
-            kwargs = _NO_KWARGS
-            target = stage
-        record = self._telemetry.start()
-        if record is None:
-            result: T = await self._outer(target, args, kwargs)
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        # The chain is built once per decorated function: each stage wraps the one inside
+        # it, the innermost wraps `fn`.
+        target: Callable[..., Coroutine[Any, Any, T]] = fn  # type: ignore[assignment]  # any awaitable callable; only the outermost's type is returned
+        for policy in reversed(self._policies):
+            target = policy._bind(target)
+        outer, start = target, self._telemetry.start
+
+        async def piped(*args: Any, **kwargs: Any) -> T:
+            record = start()
+            if record is None:
+                return await outer(*args, **kwargs)
+            try:
+                result = await outer(*args, **kwargs)
+            except BaseException as exc:
+                record.end(outcome_of(exc), exc)
+                raise
+            record.end("success")
             return result
-        try:
-            result = await self._outer(target, args, kwargs)
-        except BaseException as exc:
-            record.end(outcome_of(exc), exc)
-            raise
-        record.end("success")
-        return result
+
+        return piped

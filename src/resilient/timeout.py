@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
 from time import monotonic as _monotonic
 from types import TracebackType
@@ -283,36 +283,36 @@ class Timeout(Policy):
             self._ended(False, raised, deadline, token, record)
             raise
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        deadline, token = open_deadline(self._clock.now() + self.seconds, self._clock)
-        loop = asyncio_loop() if self._native else None
-        if loop is None:
-            return await self._run_in_scope(
-                self._open_scope(), deadline, token, record, fn, args, kwargs
-            )
-        queue = self._queue
-        if queue is None or queue.loop_ref() is not loop:
-            queue = self._queue_on(loop)
-        entry = queue.push(loop)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            error = self._ended(queue.leave(entry, exc), exc, deadline, token, record)
-            if error is None:
-                raise
-            raise error from exc
-        queue.leave(entry, None)
-        # The plain success, written out: this is every call's way out.
-        close_deadline(deadline, token)
-        if record is not None:
-            record.end("success")
-        return result
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        timeout = self
+
+        async def bound(*args: Any, **kwargs: Any) -> T:
+            record = timeout._telemetry.start()
+            deadline, token = open_deadline(timeout._clock.now() + timeout.seconds, timeout._clock)
+            loop = asyncio_loop() if timeout._native else None
+            if loop is None:
+                return await timeout._run_in_scope(
+                    timeout._open_scope(), deadline, token, record, fn, args, kwargs
+                )
+            queue = timeout._queue
+            if queue is None or queue.loop_ref() is not loop:
+                queue = timeout._queue_on(loop)
+            entry = queue.push(loop)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                error = timeout._ended(queue.leave(entry, exc), exc, deadline, token, record)
+                if error is None:
+                    raise
+                raise error from exc
+            queue.leave(entry, None)
+            # The plain success, written out: this is every call's way out.
+            close_deadline(deadline, token)
+            if record is not None:
+                record.end("success")
+            return result
+
+        return bound
 
     async def _run_in_scope(
         self,

@@ -8,7 +8,7 @@ drivers cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -265,39 +265,40 @@ class Retry(Policy):
 
     # -- the decorator and .call() -------------------------------------------------------
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        record = self._telemetry.start()
-        if record is not None:
-            return await self._run_recorded(fn, args, kwargs, record)
-        # The happy path, written out: _start_call without the _Call it would allocate.
-        started = self._now()
-        count_call = self._count_call
-        if count_call is not None:
-            count_call(started)
-        self._calls += 1
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            error = exc
-        except BaseException:
-            self._cancelled += 1
-            raise
-        else:
-            if self.on_result is None:
-                self._successes += 1
-                return result
-            call = _Call(started, None)
-            if not self._retry_result(call, result):
-                self._finish(call, "success")
-                return result
-            return await self._retry_after(call, fn, args, kwargs, None, result)
-        # Outside the except block, so that the retries do not run "while handling" it.
-        return await self._retry_after(_Call(started, None), fn, args, kwargs, error, None)
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        retry = self
+        start, now, count_call = self._telemetry.start, self._now, self._count_call
+        run_recorded, retry_after = self._run_recorded, self._retry_after
+
+        async def retried(*args: Any, **kwargs: Any) -> T:
+            record = start()
+            if record is not None:
+                return await run_recorded(fn, args, kwargs, record)
+            # The happy path, written out: _start_call without the _Call it would allocate.
+            started = now()
+            if count_call is not None:
+                count_call(started)
+            retry._calls += 1
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                error = exc
+            except BaseException:
+                retry._cancelled += 1
+                raise
+            else:
+                if retry.on_result is None:
+                    retry._successes += 1
+                    return result
+                call = _Call(started, None)
+                if not retry._retry_result(call, result):
+                    retry._finish(call, "success")
+                    return result
+                return await retry_after(call, fn, args, kwargs, None, result)
+            # Outside the except block, so that the retries do not run "while handling" it.
+            return await retry_after(_Call(started, None), fn, args, kwargs, error, None)
+
+        return retried
 
     async def _run_recorded(
         self,
