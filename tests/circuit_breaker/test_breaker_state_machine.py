@@ -305,3 +305,34 @@ def test_state_compares_equal_to_its_string() -> None:
         "forced_open",
         "disabled",
     }
+
+
+def test_a_transition_is_reported_once_the_decision_that_made_it_is_complete() -> None:
+    # The listener of the move to half-open runs after the probe slot was handed out: what
+    # it sees (and what it asks of the core) is the state the decision left behind.
+    core: BreakerCore
+    seen: list[tuple[CircuitState, int]] = []
+
+    def look(old: CircuitState, new: CircuitState, now: float) -> None:
+        if new is CircuitState.HALF_OPEN:
+            seen.append((core.state, core.admit(now)))
+
+    core = BreakerCore(CountWindow(4), minimum_calls=1, break_duration=5.0, on_transition=look)
+    fail(core)
+    probe = core.admit(5.0)
+    assert probe != REJECTED
+    assert seen == [(CircuitState.HALF_OPEN, REJECTED)]  # the one probe slot was taken
+
+
+def test_a_probe_whose_state_a_listener_left_is_refused() -> None:
+    core: BreakerCore
+
+    def reset_on_half_open(old: CircuitState, new: CircuitState, now: float) -> None:
+        if new is CircuitState.HALF_OPEN:
+            core.reset(now)
+
+    core = BreakerCore(CountWindow(4), minimum_calls=1, on_transition=reset_on_half_open)
+    fail(core)
+    assert core.admit(5.0) == REJECTED
+    assert core.state is CircuitState.CLOSED
+    assert core.admit(5.0) == core.epoch

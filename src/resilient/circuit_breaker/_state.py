@@ -68,7 +68,8 @@ class BreakerCore:
         break_duration: the first break, in seconds.
         max_break_duration: the cap on a break doubled by failed probes, in seconds.
         half_open_calls: probes admitted in half-open; all must succeed to close.
-        on_transition: told of each state change after it is complete.
+        on_transition: told of each state change once the decision that made it is
+            complete: the core never calls out in the middle of a decision.
 
     Examples:
         >>> from resilient.circuit_breaker._windows import CountWindow
@@ -83,6 +84,7 @@ class BreakerCore:
     __slots__ = (
         "_break",
         "_on_transition",
+        "_pending",
         "_probes_ok",
         "_probes_out",
         "break_duration",
@@ -117,6 +119,8 @@ class BreakerCore:
         self.max_break_duration = max_break_duration
         self.half_open_calls = half_open_calls
         self._on_transition = on_transition
+        # State changes not yet reported to on_transition (None while there are none).
+        self._pending: list[tuple[CircuitState, CircuitState, float]] | None = None
         self.state: CircuitState = CLOSED
         self.epoch = 0
         self.open_until = 0.0
@@ -139,14 +143,18 @@ class BreakerCore:
             if now < self.open_until:
                 return REJECTED
             self._move(HALF_OPEN, now)
-            # Decide again: whoever heard of the transition may have changed the state.
-            return self.admit(now)
-        if state is HALF_OPEN:
-            if self._probes_out + self._probes_ok < self.half_open_calls:
-                self._probes_out += 1
-                return self.epoch
-            return REJECTED
-        return REJECTED  # FORCED_OPEN
+            state = HALF_OPEN
+        ticket = REJECTED  # forced open, or half-open with every probe slot taken
+        if state is HALF_OPEN and self._probes_out + self._probes_ok < self.half_open_calls:
+            self._probes_out += 1
+            ticket = self.epoch
+        if self._pending:
+            self._report()
+            if ticket != self.epoch:
+                # A listener moved the state on (force_open, reset, ...): the probe belonged
+                # to a state that is gone, and is refused rather than run uncounted.
+                ticket = REJECTED
+        return ticket
 
     def retry_after(self, now: float) -> float | None:
         """Seconds until an open breaker admits its next probe; None when not known
@@ -166,6 +174,8 @@ class BreakerCore:
             self.window.add_success(now)
         elif state is HALF_OPEN:
             self._probe_succeeded(now)
+            if self._pending:
+                self._report()
 
     def record(self, ticket: int, now: float, failed: bool, slow: bool) -> None:
         """A call admitted with `ticket` finished: failed and/or slow, or neither."""
@@ -185,6 +195,8 @@ class BreakerCore:
                 self._open(now, self._next_break())
             else:
                 self._probe_succeeded(now)
+        if self._pending:
+            self._report()
 
     def release(self, ticket: int) -> None:
         """A call admitted with `ticket` ended without an outcome (cancelled, or its result
@@ -197,14 +209,20 @@ class BreakerCore:
     def force_open(self, now: float) -> None:
         """Reject every call until `reset()`."""
         self._move(FORCED_OPEN, now)
+        if self._pending:
+            self._report()
 
     def disable(self, now: float) -> None:
         """Admit every call and count nothing until `reset()`."""
         self._move(DISABLED, now)
+        if self._pending:
+            self._report()
 
     def reset(self, now: float) -> None:
         """Close, forget the window, and start over from the first break duration."""
         self._close(now)
+        if self._pending:
+            self._report()
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window at `now`."""
@@ -245,4 +263,14 @@ class BreakerCore:
         self._probes_out = 0
         self._probes_ok = 0
         if old is not new and self._on_transition is not None:
-            self._on_transition(old, new, now)
+            if self._pending is None:
+                self._pending = []
+            self._pending.append((old, new, now))
+
+    def _report(self) -> None:
+        """Tell on_transition of the state changes of the decision just made, in order."""
+        pending, self._pending = self._pending, None
+        report = self._on_transition
+        if pending and report is not None:
+            for old, new, now in pending:
+                report(old, new, now)
