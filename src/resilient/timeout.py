@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
-from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
-from resilient._backend import asyncio_loop, current_task, trio_module
+# The native deadline primitives live behind the backend seam; the queue's limits and
+# registry are re-exported for the tests that watch what a Timeout leaves behind.
+from resilient._backend import _COMPACT_MIN as _COMPACT_MIN
+from resilient._backend import _MAX_SHARED_QUEUES as _MAX_SHARED_QUEUES
+from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for, open_trio_scope
+from resilient._backend import _queues as _queues
 from resilient._clock import Clock, TimedScope, is_native
 from resilient._deadline import Deadline, close_deadline, open_deadline
 from resilient._policy import Policy
@@ -23,116 +25,6 @@ from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 __all__ = ("Timeout",)
 
 T = TypeVar("T")
-
-
-_ACTIVE, _DONE, _EXPIRED = 0, 1, 2
-
-# One call's entry in a _DeadlineQueue: [deadline, task, task.cancelling() on entry, state].
-# A list rather than an object: it is built on every call, and a list costs a fraction of
-# an instance with __init__.
-_Entry = list[Any]
-_DEADLINE, _TASK, _CANCELLING, _STATE = range(4)
-
-#: A queue is compacted (finished entries dropped from its middle) when it grows past twice
-#: its live entries, and never below this length.
-_COMPACT_MIN = 64
-
-
-class _DeadlineQueue:
-    """The deadlines of one duration's calls on one asyncio loop, in arrival order.
-
-    Every call of a Timeout lasts the same `seconds`, so deadlines arrive already sorted:
-    a FIFO and one loop timer armed for the oldest live deadline replace the loop timer
-    (a heap push, a cancelled handle left on the heap) that asyncio.timeout costs per call.
-
-    What a finished call leaves behind is O(1) and short-lived: its entry lets go of the
-    task (and so of the task's result) when the call ends, and entries that finished behind
-    a slower, older call are dropped in compactions whose cost is spread over the calls
-    (amortised constant time). The queue holds its loop only weakly, and its timer handle
-    only when it must call the timer off, so that nothing keeps a closed loop alive.
-    """
-
-    __slots__ = ("armed", "compact_at", "entries", "handle", "loop_ref", "seconds", "shared")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, *, shared: bool) -> None:
-        self.loop_ref = weakref.ref(loop)
-        self.seconds = seconds
-        # A shared queue serves every Timeout of this duration on the loop and lets its
-        # timer run out when it empties; a private one calls the timer off when it empties,
-        # so that a Timeout made per call leaves only a cancelled handle, which the loop
-        # purges.
-        self.shared = shared
-        self.entries: deque[_Entry] = deque()
-        self.compact_at = _COMPACT_MIN
-        self.armed = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def push(self, loop: asyncio.AbstractEventLoop) -> _Entry:
-        """Start a deadline for the task running on `loop`."""
-        task = current_task(loop)
-        if task is None:
-            raise RuntimeError("Timeout must be used inside an asyncio task")
-        # Deadlines are kept on time.monotonic (cheaper to read than loop.time(), which
-        # some loops cache per iteration); the timer is armed with a relative delay.
-        entry = [_monotonic() + self.seconds, task, task.cancelling(), _ACTIVE]
-        entries = self.entries
-        entries.append(entry)
-        if len(entries) > self.compact_at:
-            self._compact()
-        if not self.armed:
-            self._arm(loop, self.seconds)
-        return entry
-
-    def leave(self, entry: _Entry, error: BaseException | None) -> bool:
-        """End a deadline; True when its expiry is what ended the call."""
-        if entry[_STATE] == _ACTIVE:
-            entry[_STATE] = _DONE
-            entry[_TASK] = None
-            entries = self.entries
-            while entries and entries[0][_STATE] != _ACTIVE:
-                entries.popleft()
-            if not entries and self.handle is not None:
-                self.handle.cancel()
-                self.handle = None
-                self.armed = False
-            return False
-        task, entry[_TASK] = entry[_TASK], None
-        # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
-        # cancellation meanwhile.
-        return task.uncancel() <= entry[_CANCELLING] and isinstance(error, asyncio.CancelledError)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self.armed = True
-        handle = loop.call_later(delay, self._expire_due, loop)
-        if not self.shared:
-            self.handle = handle
-
-    def _compact(self) -> None:
-        live = deque(entry for entry in self.entries if entry[_STATE] == _ACTIVE)
-        self.entries = live
-        self.compact_at = max(_COMPACT_MIN, 2 * len(live))
-
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.armed = False
-        self.handle = None
-        entries = self.entries
-        now = _monotonic()
-        while entries:
-            entry = entries[0]
-            if entry[_STATE] == _ACTIVE:
-                if entry[_DEADLINE] > now:
-                    self._arm(loop, entry[_DEADLINE] - now)
-                    return
-                entry[_STATE] = _EXPIRED
-                entry[_TASK].cancel()
-            entries.popleft()
-
-
-def _open_trio_scope(seconds: float) -> Any:
-    trio = trio_module()
-    scope = trio.CancelScope(deadline=trio.current_time() + seconds)
-    scope.__enter__()
-    return scope
 
 
 def _exit_scope(scope: Any, error: BaseException | None) -> bool:
@@ -160,8 +52,8 @@ class _Entered:
         self.deadline = deadline
         self.token = token
         self.record = record
-        self.queue: _DeadlineQueue | None = None
-        self.entry: _Entry | None = None
+        self.queue: DeadlineQueue | None = None
+        self.entry: list[Any] | None = None
         self.scope: Any = None
 
 
@@ -220,24 +112,24 @@ class Timeout(Policy):
             "timeout", self.name, enabled=check_bool("telemetry", telemetry)
         )
         self._entered: TaskLocalStack[_Entered] = TaskLocalStack("Timeout")
-        self._queue: _DeadlineQueue | None = None
+        self._queue: DeadlineQueue | None = None
 
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r}, name={self.name!r})"
 
-    def _queue_on(self, loop: asyncio.AbstractEventLoop) -> _DeadlineQueue:
+    def _queue_on(self, loop: asyncio.AbstractEventLoop) -> DeadlineQueue:
         queue = self._queue
         if queue is None or queue.loop_ref() is not loop:
             # First use on this loop (or on another one: another thread, a later
             # asyncio.run); calls in flight keep a reference to the queue they joined.
-            queue = self._queue = _queue_for(loop, self.seconds)
+            queue = self._queue = deadline_queue_for(loop, self.seconds)
         return queue
 
     def _open_scope(self) -> Any:
         """An entered cancel scope, for every case but asyncio with the monotonic clock:
         trio's own scope on trio, a `TimedScope` for any other clock."""
         if self._native:
-            return _open_trio_scope(self.seconds)
+            return open_trio_scope(self.seconds)
         return TimedScope(self._clock, self.seconds).__enter__()
 
     def _error(self, cause: BaseException) -> TimeoutExceeded:
@@ -364,28 +256,3 @@ class Timeout(Policy):
         error = self._ended(timed_out, exc, deadline, token, record)
         if error is not None:
             raise error from exc
-
-
-#: The shared deadline queues of each loop, by duration. Timeouts of one duration share a
-#: queue, so a Timeout made per request costs no more than one kept for the process.
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _DeadlineQueue]] = (
-    weakref.WeakKeyDictionary()
-)
-#: Past this many distinct durations on one loop (durations computed per call), further
-#: Timeouts get a private queue each.
-_MAX_SHARED_QUEUES = 64
-
-
-def _queue_for(loop: asyncio.AbstractEventLoop, seconds: float) -> _DeadlineQueue:
-    try:
-        per_loop = _queues.get(loop)
-        if per_loop is None:
-            per_loop = _queues[loop] = {}
-    except TypeError:  # a loop that cannot be weakly referenced: nothing is shared there
-        return _DeadlineQueue(loop, seconds, shared=False)
-    queue = per_loop.get(seconds)
-    if queue is None:
-        if len(per_loop) >= _MAX_SHARED_QUEUES:
-            return _DeadlineQueue(loop, seconds, shared=False)
-        queue = per_loop[seconds] = _DeadlineQueue(loop, seconds, shared=True)
-    return queue
