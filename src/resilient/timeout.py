@@ -37,24 +37,10 @@ def _exit_scope(scope: Any, error: BaseException | None) -> bool:
     return bool(swallowed) and bool(scope.cancelled_caught)
 
 
-class _Entered:
-    """What one `async with timeout:` block needs to find again in `__aexit__`: its queue
-    entry on asyncio, or its cancel scope elsewhere."""
-
-    __slots__ = ("deadline", "entry", "queue", "record", "scope", "token")
-
-    def __init__(
-        self,
-        deadline: Deadline,
-        token: Token[Deadline | None],
-        record: CallRecord | None,
-    ) -> None:
-        self.deadline = deadline
-        self.token = token
-        self.record = record
-        self.queue: DeadlineQueue | None = None
-        self.entry: list[Any] | None = None
-        self.scope: Any = None
+#: What one `async with timeout:` block finds again in `__aexit__`: (deadline, its token,
+#: the record, and either the asyncio deadline queue with the call's entry in it, or the
+#: entered cancel scope with None). A tuple: one is built for every block.
+_Entered = tuple[Deadline, Token[Deadline | None], CallRecord | None, Any, Any]
 
 
 class Timeout(Policy):
@@ -231,14 +217,14 @@ class Timeout(Policy):
     async def __aenter__(self) -> Timeout:
         record = self._telemetry.start()
         deadline, token = open_deadline(self._clock.now() + self.seconds, self._clock)
-        entered = _Entered(deadline, token, record)
         loop = asyncio_loop() if self._native else None
         if loop is None:
-            entered.scope = self._open_scope()
+            self._entered.push((deadline, token, record, self._open_scope(), None))
         else:
-            entered.queue = queue = self._queue_on(loop)
-            entered.entry = queue.push(loop)
-        self._entered.push(entered)
+            queue = self._queue
+            if queue is None or queue.loop_ref() is not loop:
+                queue = self._queue_on(loop)
+            self._entered.push((deadline, token, record, queue, queue.push(loop)))
         return self
 
     async def __aexit__(
@@ -247,12 +233,11 @@ class Timeout(Policy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        entered = self._entered.pop()
-        deadline, token, record = entered.deadline, entered.token, entered.record
-        if entered.queue is not None and entered.entry is not None:
-            timed_out = entered.queue.leave(entered.entry, exc)
+        deadline, token, record, queue_or_scope, entry = self._entered.pop()
+        if entry is not None:
+            timed_out = queue_or_scope.leave(entry, exc)
         else:
-            timed_out = self._leave_scope(entered.scope, exc, deadline, token, record)
+            timed_out = self._leave_scope(queue_or_scope, exc, deadline, token, record)
         error = self._ended(timed_out, exc, deadline, token, record)
         if error is not None:
             raise error from exc
