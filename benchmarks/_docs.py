@@ -44,8 +44,9 @@ same job, and check the goals the project set itself.
   processes and shows the lowest and the highest beside it, and a goal whose verdict is not
   the same in every process says in how many it was met. What one process gets wrong for
   its whole run (its memory layout, a neighbour busy for a minute) is outvoted by the others,
-  so a verdict near 1.0x should be read from a run with `--processes 3`. The telemetry parts
-  and the throughput check run once, whatever N is.
+  so a verdict near 1.0x should be read from a run with `--processes 3`. Each telemetry part
+  runs in N fresh interpreters too (each figure the median of the per-process medians); the
+  throughput check runs once.
 - **Telemetry in subprocesses.** OpenTelemetry's global tracer provider can be set only once
   per process, so the two telemetry parts (no SDK; SDK with a span processor that does
   nothing) each run in an interpreter of their own. The no-SDK part compares time per call

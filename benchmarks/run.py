@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import datetime
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -73,9 +74,12 @@ def _runner_for(key: str, processes: int) -> Callable[[Settings], GroupResult | 
         if processes == 1:
             return run  # type: ignore[no-any-return]
 
+        if "processes" in inspect.signature(run).parameters:
+            # Telemetry runs each part in fresh interpreters of its own, as many as asked.
+            return lambda settings: run(settings, processes=processes)  # type: ignore[no-any-return]
+
         def run_once(settings: Settings) -> GroupResult | list[GroupResult]:
-            # Telemetry already runs each part in a subprocess of its own, and throughput
-            # is a hang check, not a ratio: both run once whatever --processes says.
+            # Throughput is a hang check, not a ratio: it runs once whatever --processes says.
             result = run(settings)
             for part in result if isinstance(result, list) else [result]:
                 part.notes.append("measured once: --processes applies to the standard groups")
