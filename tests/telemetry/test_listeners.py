@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import anyio
 import pytest
+from test_switches import run_python  # the suite's helper for a fresh interpreter
 
 import resilient.telemetry
 from resilient import (
@@ -40,19 +37,6 @@ async def fails() -> None:
 
 async def ok() -> str:
     return "ok"
-
-
-def run_python(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def names(events: list[Event]) -> list[str]:
