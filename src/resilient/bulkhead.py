@@ -256,11 +256,7 @@ class Bulkhead(AdmissionPolicy):
     # -- the admission hooks (the shell is resilient._admission) --------------------------
 
     def _admit(self, record: CallRecord | None) -> Any:
-        core = self._core
-        # BulkheadCore.try_acquire, written out: this runs on every call.
-        if core.in_flight < core.max_concurrent:
-            core.in_flight += 1
-        else:
+        if not self._core.try_acquire():
             return WAIT
         if record is not None:
             record.event(ACQUIRED, _NO_ATTRIBUTES)
