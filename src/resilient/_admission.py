@@ -6,16 +6,19 @@ how the call ended. The shell is everything else, written once: the decorator, `
 `async with`, the Pipeline stage and their telemetry record. A policy implements four
 hooks, each a plain method on its core:
 
-- `_admit(record)`: admit now and return a *ticket* (whatever the core needs to settle the
-  call later), or return `WAIT` to ask the shell to wait, or raise the rejection;
+- `_admit()`: admit now and return a *ticket* (whatever the core needs to settle the call
+  later), or return `WAIT` to ask the shell to wait, or raise the rejection;
 - `_wait(record)`: the waiting path (a bulkhead queue, a rate limiter's reserved permit),
-  bounded by `max_wait` and the enclosing deadline; returns the ticket or raises;
-- `_settle(ticket, error, record)`: the call ended (`error` is None on success, or what it
-  raised, cancellation included): count it and release what the ticket holds;
-- `_settle_result(ticket, result, record)`: the call returned `result`; True when it
-  counts as a failure (a breaker with `on_result` judges the result here).
+  bounded by `max_wait` and the enclosing deadline; returns the ticket or raises, and
+  reports what it did on `record` (`QUIET` when nothing records the call);
+- `_settle(ticket, error)`: the call ended (`error` is None on success, or what it raised,
+  cancellation included): count it and release what the ticket holds;
+- `_settle_result(ticket, result)`: the call returned `result`; True when it counts as a
+  failure (a breaker with `on_result` judges the result here).
 
-Hooks report events on `record` (a queue, a decision); the shell ends it.
+The fast path takes no record at all: what a policy reports there is declared as data
+(`_admitted_event`, `_rejected_event`, `_released_event`) and reported by the shell, on the
+calls something records. The shell also ends the record.
 
 The fast path is the general case: a call admitted at once costs the hooks' own work and
 no await beyond the user's call.
@@ -23,20 +26,24 @@ no await beyond the user's call.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient.exceptions import RejectedError
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._spec import EventSpec
 
 __all__ = ("WAIT", "AdmissionPolicy")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 A = TypeVar("A", bound="AdmissionPolicy")
+
+#: An event a policy declares for the shell to report: the event and its attributes.
+Report = tuple[EventSpec, Mapping[str, Any]]
 
 
 class _Wait:
@@ -63,59 +70,75 @@ class AdmissionPolicy(Policy):
     #: False for a policy with nothing to settle for a call nobody records (a rate
     #: limiter's permit is spent at admission): the shell then skips `_settle` for it.
     _settles_unrecorded: ClassVar[bool] = True
+    #: What the shell reports on a recorded call, as (event, attributes), or None: when
+    #: `_admit` admits at once, when `_admit` rejects, and when the call is settled.
+    _admitted_event: ClassVar[Report | None] = None
+    _rejected_event: ClassVar[Report | None] = None
+    _released_event: ClassVar[Report | None] = None
 
     # -- the hooks ------------------------------------------------------------------------
 
-    def _admit(self, record: CallRecord | None) -> Any:
+    def _admit(self) -> Any:
         """A ticket, `WAIT`, or raise the rejection (a `RejectedError`)."""
         raise NotImplementedError
 
-    async def _wait(self, record: CallRecord | None) -> Any:
-        """Wait for admission; a ticket, or raise."""
+    async def _wait(self, record: CallRecord) -> Any:
+        """Wait for admission, reporting on `record`; a ticket, or raise."""
         raise NotImplementedError
 
-    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+    def _settle(self, ticket: Any, error: BaseException | None) -> None:
         """The call is over (`error` is what it raised, or None): count it and release what
         `ticket` holds."""
         raise NotImplementedError
 
-    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> bool:
+    def _settle_result(self, ticket: Any, result: object) -> bool:
         """The call returned `result`; True when the result counts as a failure."""
-        self._settle(ticket, None, record)
+        self._settle(ticket, None)
         return False
 
-    # -- the faces, written once ----------------------------------------------------------
+    # -- the recorded path ----------------------------------------------------------------
     #
     # The shell, not the hooks, ends a call's telemetry record: rejected when admission
     # raised a RejectedError, otherwise by what the call (or a hook) raised or returned.
 
     async def _enter_recorded(self, record: CallRecord) -> Any:
         try:
-            ticket = self._admit(record)
-            if ticket is WAIT:
-                ticket = await self._wait(record)
+            ticket = self._admit()
+        except RejectedError as error:
+            _report(record, self._rejected_event)
+            record.end("rejected", error)
+            raise
+        except BaseException as exc:
+            record.end(outcome_of(exc), exc)
+            raise
+        if ticket is not WAIT:
+            _report(record, self._admitted_event)
+            return ticket
+        try:
+            return await self._wait(record)
         except RejectedError as error:
             record.end("rejected", error)
             raise
         except BaseException as exc:
             record.end(outcome_of(exc), exc)
             raise
-        return ticket
 
     def _exit_recorded(self, ticket: Any, error: BaseException | None, record: CallRecord) -> None:
         try:
-            self._settle(ticket, error, record)
+            self._settle(ticket, error)
         except BaseException as raised:
             record.end(outcome_of(raised), raised)
             raise
+        _report(record, self._released_event)
         record.end("success" if error is None else outcome_of(error), error)
 
     def _result_recorded(self, ticket: Any, result: object, record: CallRecord) -> None:
         try:
-            failed = self._settle_result(ticket, result, record)
+            failed = self._settle_result(ticket, result)
         except BaseException as raised:
             record.end(outcome_of(raised), raised)
             raise
+        _report(record, self._released_event)
         record.end("failure" if failed else "success")
 
     async def _run_recorded(
@@ -134,6 +157,8 @@ class AdmissionPolicy(Policy):
         self._result_recorded(ticket, result, record)
         return result
 
+    # -- the faces, written once ----------------------------------------------------------
+
     async def _run(
         self,
         fn: Callable[..., Awaitable[T]],
@@ -143,15 +168,15 @@ class AdmissionPolicy(Policy):
         record = self._telemetry.start()
         if record is not None:
             return await self._run_recorded(record, fn, args, kwargs)
-        ticket = self._admit(None)
+        ticket = self._admit()
         if ticket is WAIT:
-            ticket = await self._wait(None)
+            ticket = await self._wait(QUIET)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._settle(ticket, exc, None)
+            self._settle(ticket, exc)
             raise
-        self._settle_result(ticket, result, None)
+        self._settle_result(ticket, result)
         return result
 
     def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -166,8 +191,8 @@ class AdmissionPolicy(Policy):
                 record = start()
                 if record is not None:
                     return await run_recorded(record, fn, args, kwargs)
-                if admit(None) is WAIT:
-                    await wait(None)
+                if admit() is WAIT:
+                    await wait(QUIET)
                 return await fn(*args, **kwargs)
 
             return admitted_unsettled
@@ -176,15 +201,15 @@ class AdmissionPolicy(Policy):
             record = start()
             if record is not None:
                 return await run_recorded(record, fn, args, kwargs)
-            ticket = admit(None)
+            ticket = admit()
             if ticket is WAIT:
-                ticket = await wait(None)
+                ticket = await wait(QUIET)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                settle(ticket, exc, None)
+                settle(ticket, exc)
                 raise
-            settle_result(ticket, result, None)
+            settle_result(ticket, result)
             return result
 
         return admitted
@@ -192,9 +217,9 @@ class AdmissionPolicy(Policy):
     async def __aenter__(self: A) -> A:
         record = self._telemetry.start()
         if record is None:
-            ticket = self._admit(None)
+            ticket = self._admit()
             if ticket is WAIT:
-                ticket = await self._wait(None)
+                ticket = await self._wait(QUIET)
         else:
             ticket = await self._enter_recorded(record)
         # A block with nothing to settle later (a bulkhead slot, a permit, no record) is
@@ -214,10 +239,15 @@ class AdmissionPolicy(Policy):
         entries = self._entries
         if self._ticketless and entries.empty():
             if self._settles_unrecorded:
-                self._settle(None, exc, None)
+                self._settle(None, exc)
             return
         ticket, record = entries.pop()
         if record is None:
-            self._settle(ticket, exc, None)
+            self._settle(ticket, exc)
         else:
             self._exit_recorded(ticket, exc, record)
+
+
+def _report(record: CallRecord, report: Report | None) -> None:
+    if report is not None:
+        record.event(*report)

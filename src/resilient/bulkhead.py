@@ -212,7 +212,7 @@ class Bulkhead(AdmissionPolicy):
     def _full(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(f"{self.name} is full: {reason}", policy=self.name)
 
-    async def _queue(self, record: CallRecord | None) -> None:
+    async def _queue(self, record: CallRecord) -> None:
         """Wait in line for a slot; return holding one, or raise BulkheadFullError."""
         core = self._core
         if core.queue_full():
@@ -228,10 +228,8 @@ class Bulkhead(AdmissionPolicy):
                 limit = left
         waiter = _Waiter()
         core.enqueue(waiter)
-        started = 0.0
-        if record is not None:
-            started = self._clock.now()
-            record.event(QUEUED, {ATTR_WAITING: len(core.waiters)})
+        started = self._clock.now()
+        record.event(QUEUED, {ATTR_WAITING: len(core.waiters)})
         try:
             if limit is None:
                 await waiter.event.wait()
@@ -245,30 +243,24 @@ class Bulkhead(AdmissionPolicy):
                 core.leave(waiter)
             raise
         finally:
-            if record is not None:
-                record.event(LEFT_QUEUE, _NO_ATTRIBUTES)
+            record.event(LEFT_QUEUE, _NO_ATTRIBUTES)
         if not waiter.granted:
             core.leave(waiter)
             raise self._full(f"no slot within {limit:g}s")
-        if record is not None:
-            record.event(DEQUEUED, {ATTR_WAIT: self._clock.now() - started})
+        record.event(DEQUEUED, {ATTR_WAIT: self._clock.now() - started})
 
     # -- the admission hooks (the shell is resilient._admission) --------------------------
 
-    def _admit(self, record: CallRecord | None) -> Any:
-        if not self._core.try_acquire():
-            return WAIT
-        if record is not None:
-            record.event(ACQUIRED, _NO_ATTRIBUTES)
-        return None
+    _admitted_event = (ACQUIRED, _NO_ATTRIBUTES)
+    _released_event = (RELEASED, _NO_ATTRIBUTES)
 
-    async def _wait(self, record: CallRecord | None) -> Any:
+    def _admit(self) -> Any:
+        return None if self._core.try_acquire() else WAIT
+
+    async def _wait(self, record: CallRecord) -> Any:
         await self._queue(record)
-        if record is not None:
-            record.event(ACQUIRED, _NO_ATTRIBUTES)
+        record.event(ACQUIRED, _NO_ATTRIBUTES)
         return None
 
-    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+    def _settle(self, ticket: Any, error: BaseException | None) -> None:
         self._core.release()
-        if record is not None:
-            record.event(RELEASED, _NO_ATTRIBUTES)

@@ -8,7 +8,7 @@ from typing import Any, Final, TypeVar
 from resilient._on import On, exception_filter
 from resilient._policy import Policy, is_async_callable
 from resilient._validate import check_bool, check_name, short_repr
-from resilient.telemetry._core import PolicyTelemetry, outcome_of
+from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import EventSpec
 
 __all__ = ("Fallback",)
@@ -98,43 +98,26 @@ class Fallback(Policy):
         return f"Fallback({what}, name={self.name!r})"
 
     def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-        fallback = self
+        fallback, start = self, self._telemetry.start
+        matches, recover_recorded = self._matches, self._recover_recorded
 
         async def bound(*args: Any, **kwargs: Any) -> T:
-            record = fallback._telemetry.start()
+            record = start()
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                try:
-                    matched = fallback._matches(exc)
-                except BaseException as raised:
-                    # The predicate itself failed: its error propagates, chained to `exc`.
-                    if record is not None:
-                        record.end(outcome_of(raised), raised)
-                    raise
-                if not matched:
-                    if record is not None:
-                        record.end("failure", exc)
-                    raise
+                # Recovered inside the except block: an error of the handler (or of the
+                # predicate) chains to `exc`.
                 if record is not None:
-                    record.event(USED, {"error.type": type(exc).__qualname__})
+                    recovered: T = await recover_recorded(exc, record)
+                    return recovered
+                if not matches(exc):
+                    raise
                 handler = fallback._handler
                 if handler is None:
-                    if record is not None:
-                        record.end("fallback")
                     value: T = fallback._value
                     return value
-                # Awaited inside the except block: an error of the handler chains to `exc`.
-                try:
-                    value = await handler(exc)
-                except BaseException as handler_exc:
-                    if record is not None:
-                        outcome = outcome_of(handler_exc)
-                        record.end(outcome, handler_exc)
-                    raise
-                if record is not None:
-                    record.end("fallback")
-                return value
+                return await handler(exc)  # type: ignore[no-any-return]  # the handler's result stands in for T
             except BaseException as exc:
                 if record is not None:
                     record.end("cancelled", exc)
@@ -144,3 +127,27 @@ class Fallback(Policy):
             return result
 
         return bound
+
+    async def _recover_recorded(self, exc: Exception, record: CallRecord) -> Any:
+        """The call raised `exc`, and is recorded: recover as the decorator does, and report
+        how it went."""
+        try:
+            matched = self._matches(exc)
+        except BaseException as raised:
+            record.end(outcome_of(raised), raised)
+            raise
+        if not matched:
+            record.end("failure", exc)
+            raise exc
+        record.event(USED, {"error.type": type(exc).__qualname__})
+        handler = self._handler
+        if handler is None:
+            record.end("fallback")
+            return self._value
+        try:
+            value = await handler(exc)
+        except BaseException as handler_exc:
+            record.end(outcome_of(handler_exc), handler_exc)
+            raise
+        record.end("fallback")
+        return value

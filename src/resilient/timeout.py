@@ -20,7 +20,7 @@ from resilient._policy import Policy
 from resilient._task_local import TaskLocalStack
 from resilient._validate import check_bool, check_clock, check_name, check_positive
 from resilient.exceptions import TimeoutExceeded
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 
 __all__ = ("Timeout",)
 
@@ -40,7 +40,7 @@ def _exit_scope(scope: Any, error: BaseException | None) -> bool:
 #: What one `async with timeout:` block finds again in `__aexit__`: (deadline, its token,
 #: the record, and either the asyncio deadline queue with the call's entry in it, or the
 #: entered cancel scope with None). A tuple: one is built for every block.
-_Entered = tuple[Deadline, Token[Deadline | None], CallRecord | None, Any, Any]
+_Entered = tuple[Deadline, Token[Deadline | None], CallRecord, Any, Any]
 
 
 class Timeout(Policy):
@@ -131,18 +131,16 @@ class Timeout(Policy):
         error: BaseException | None,
         deadline: Deadline,
         token: Token[Deadline | None],
-        record: CallRecord | None,
+        record: CallRecord,
     ) -> TimeoutExceeded | None:
         """Close the call's books; the TimeoutExceeded to raise when it timed out."""
         close_deadline(deadline, token)
         if timed_out:
             assert error is not None
             timeout_error = self._error(error)
-            if record is not None:
-                record.end("timeout", timeout_error)
+            record.end("timeout", timeout_error)
             return timeout_error
-        if record is not None:
-            record.end("success" if error is None else outcome_of(error), error)
+        record.end("success" if error is None else outcome_of(error), error)
         return None
 
     def _leave_scope(
@@ -151,7 +149,7 @@ class Timeout(Policy):
         error: BaseException | None,
         deadline: Deadline,
         token: Token[Deadline | None],
-        record: CallRecord | None,
+        record: CallRecord,
     ) -> bool:
         """Leave the call's cancel scope. Whatever leaving raises (trio re-raises what is
         left of an exception group), the deadline is closed and the span ended first."""
@@ -165,7 +163,7 @@ class Timeout(Policy):
         timeout = self
 
         async def bound(*args: Any, **kwargs: Any) -> T:
-            record = timeout._telemetry.start()
+            record = timeout._telemetry.start() or QUIET
             deadline, token = open_deadline(timeout._clock.now() + timeout.seconds, timeout._clock)
             loop = asyncio_loop() if timeout._native else None
             if loop is None:
@@ -186,7 +184,7 @@ class Timeout(Policy):
             queue.leave(entry, None)
             # The plain success, written out: this is every call's way out.
             close_deadline(deadline, token)
-            if record is not None:
+            if record is not QUIET:
                 record.end("success")
             return result
 
@@ -197,7 +195,7 @@ class Timeout(Policy):
         scope: Any,
         deadline: Deadline,
         token: Token[Deadline | None],
-        record: CallRecord | None,
+        record: CallRecord,
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -215,7 +213,7 @@ class Timeout(Policy):
         return result
 
     async def __aenter__(self) -> Timeout:
-        record = self._telemetry.start()
+        record = self._telemetry.start() or QUIET
         deadline, token = open_deadline(self._clock.now() + self.seconds, self._clock)
         loop = asyncio_loop() if self._native else None
         if loop is None:

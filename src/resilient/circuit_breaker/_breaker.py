@@ -352,12 +352,12 @@ class CircuitBreaker(AdmissionPolicy):
     # after the state moved on is not counted against a state it never belonged to; with
     # slow-call detection it is (epoch, start time).
 
-    def _admit(self, record: CallRecord | None) -> Any:
+    def _admit(self) -> Any:
         core = self._core
         epoch = core.epoch if core.state is CLOSED else self._admit_outside_closed()
         return epoch if self._slow_after is None else (epoch, self._now())
 
-    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+    def _settle(self, ticket: Any, error: BaseException | None) -> None:
         if error is not None:
             self._settle_error(ticket, error)
         elif self._slow_after is None:
@@ -365,7 +365,7 @@ class CircuitBreaker(AdmissionPolicy):
         else:
             self._count(ticket, False)
 
-    def _settle_result(self, ticket: Any, result: object, record: CallRecord | None) -> bool:
+    def _settle_result(self, ticket: Any, result: object) -> bool:
         if self._plain:
             self._core.record_success(ticket, self._now())
             return False

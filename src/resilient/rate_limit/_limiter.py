@@ -23,7 +23,7 @@ from resilient._validate import (
 )
 from resilient.exceptions import RateLimitedError
 from resilient.storage import Decision, MemoryStore, Store, SyncStore
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import WAIT_DURATION, Effect, EventSpec, Instrument
 
 __all__ = ("RateLimiter",)
@@ -242,11 +242,11 @@ class RateLimiter(AdmissionPolicy):
     def _count(self, record: CallRecord, decision: str) -> None:
         record.event(DECIDED, _DECISION_ATTRS[decision])
 
-    def _rejected(
-        self, retry_after: float, cost: int, record: CallRecord | None
-    ) -> RateLimitedError:
-        if record is not None:
-            self._count(record, REJECTED)
+    def _rejected(self, retry_after: float, cost: int, record: CallRecord) -> RateLimitedError:
+        self._count(record, REJECTED)
+        return self._rejection(retry_after, cost)
+
+    def _rejection(self, retry_after: float, cost: int) -> RateLimitedError:
         what = "has no permit left" if cost == 1 else f"does not have {cost} permits left"
         return RateLimitedError(
             f"rate limiter {self.name!r} {what} within its limit of {self.rate:g} per "
@@ -264,7 +264,7 @@ class RateLimiter(AdmissionPolicy):
         return limit
 
     async def _admit_slow(
-        self, key: str, cost: int, needed: float | None, record: CallRecord | None
+        self, key: str, cost: int, needed: float | None, record: CallRecord
     ) -> None:
         # `needed` is the synchronous store's answer to "admit now?": the seconds to wait, or
         # None when the store has not been asked yet.
@@ -282,16 +282,15 @@ class RateLimiter(AdmissionPolicy):
             raise self._rejected(decision.retry_after, cost, record)
         if decision.wait > 0:
             await self._wait_in_line(key, cost, decision, record)
-        elif record is not None:
+        else:
             self._count(record, ALLOWED)
 
     async def _wait_in_line(
-        self, key: str, cost: int, decision: Decision, record: CallRecord | None
+        self, key: str, cost: int, decision: Decision, record: CallRecord
     ) -> None:
         wait = decision.wait
-        if record is not None:
-            self._count(record, DELAYED)
-            record.event(DELAYED_CALL, {ATTR_WAIT: wait})
+        self._count(record, DELAYED)
+        record.event(DELAYED_CALL, {ATTR_WAIT: wait})
         try:
             with TimedScope(self._clock, wait):
                 await anyio.sleep_forever()
@@ -351,7 +350,7 @@ class RateLimiter(AdmissionPolicy):
                     record.end("success")
                 return
         if record is None:
-            await self._admit_slow(store_key, cost, needed, None)
+            await self._admit_slow(store_key, cost, needed, QUIET)
             return
         try:
             await self._admit_slow(store_key, cost, needed, record)
@@ -383,22 +382,23 @@ class RateLimiter(AdmissionPolicy):
 
     # -- the admission hooks (the shell is resilient._admission) --------------------------
 
-    def _admit(self, record: CallRecord | None) -> Any:
+    _admitted_event = (DECIDED, _DECISION_ATTRS[ALLOWED])
+    _rejected_event = (DECIDED, _DECISION_ATTRS[REJECTED])
+
+    def _admit(self) -> Any:
         nowait = self._nowait
         if nowait is None:
             return WAIT
         needed = nowait(self._default_key, self._emission_interval, self._capacity)
         if not needed:
-            if record is not None:
-                self._count(record, ALLOWED)
             return None
         if self._wait_limit() <= 0:
-            raise self._rejected(needed, 1, record)
+            raise self._rejection(needed, 1)
         return WAIT
 
-    async def _wait(self, record: CallRecord | None) -> Any:
+    async def _wait(self, record: CallRecord) -> Any:
         await self._admit_slow(self._default_key, 1, None, record)
         return None
 
-    def _settle(self, ticket: Any, error: BaseException | None, record: CallRecord | None) -> None:
+    def _settle(self, ticket: Any, error: BaseException | None) -> None:
         return None  # the permit was spent at admission

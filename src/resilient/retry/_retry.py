@@ -27,7 +27,7 @@ from resilient._validate import (
 )
 from resilient.retry._backoff import Backoff
 from resilient.retry._budget import RetryBudget
-from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
+from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
 __all__ = ("Attempt", "AttemptIterator", "Retry", "RetryStatistics")
@@ -114,7 +114,7 @@ class _Call:
 
     __slots__ = ("attempt", "previous_delay", "record", "spent_at", "started")
 
-    def __init__(self, started: float, record: CallRecord | None) -> None:
+    def __init__(self, started: float, record: CallRecord) -> None:
         self.started = started
         self.record = record
         self.attempt = 1
@@ -290,13 +290,13 @@ class Retry(Policy):
                 if retry.on_result is None:
                     retry._successes += 1
                     return result
-                call = _Call(started, None)
+                call = _Call(started, QUIET)
                 if not retry._retry_result(call, result):
                     retry._finish(call, "success")
                     return result
                 return await retry_after(call, fn, args, kwargs, None, result)
             # Outside the except block, so that the retries do not run "while handling" it.
-            return await retry_after(_Call(started, None), fn, args, kwargs, error, None)
+            return await retry_after(_Call(started, QUIET), fn, args, kwargs, error, None)
 
         return retried
 
@@ -322,7 +322,7 @@ class Retry(Policy):
     # each outcome is judged, the next attempt is planned and slept for, and the call ends.
     # The block form drives a call through these and nothing else of Retry.
 
-    def _start_call(self, record: CallRecord | None) -> _Call:
+    def _start_call(self, record: CallRecord) -> _Call:
         """Begin one call: count it, and in the budget."""
         call = _Call(self._now(), record)
         if self._count_call is not None:
@@ -333,7 +333,7 @@ class Retry(Policy):
     def _start_block_call(self) -> _Call:
         """Begin a call of the block form. Its record is detached: a caller may `break` out
         of the loop, and nothing of the call may stay attached to its context then."""
-        return self._start_call(self._telemetry.start_detached())
+        return self._start_call(self._telemetry.start_detached() or QUIET)
 
     def _retry_result(self, call: _Call, result: object) -> bool:
         """True when `on_result` asks to retry `result`. If it raises, the call ends as a
@@ -466,19 +466,15 @@ class Retry(Policy):
             return None
         call.previous_delay = delay
         call.spent_at = now
-        record = call.record
-        if record is not None:
-            record.event(SCHEDULED, {ATTR_ATTEMPT: done + 1, ATTR_DELAY: delay})
+        call.record.event(SCHEDULED, {ATTR_ATTEMPT: done + 1, ATTR_DELAY: delay})
         return delay
 
     def _give_up(self, call: _Call, outcome: str, error: Exception | None, why: str) -> None:
         done = call.attempt
-        record = call.record
-        if record is not None:
-            if outcome == "budget_exhausted":
-                record.event(BUDGET_EXHAUSTED, {ATTR_ATTEMPT: done})
-            else:
-                record.event(GAVE_UP, {ATTR_ATTEMPT: done, ATTR_REASON: outcome})
+        if outcome == "budget_exhausted":
+            call.record.event(BUDGET_EXHAUSTED, {ATTR_ATTEMPT: done})
+        else:
+            call.record.event(GAVE_UP, {ATTR_ATTEMPT: done, ATTR_REASON: outcome})
         if error is not None:
             plural = "attempt" if done == 1 else "attempts"
             error.add_note(f"resilient: Retry {self.name!r} gave up after {done} {plural}{why}")
@@ -500,14 +496,12 @@ class Retry(Policy):
                 self._deadline_give_ups += 1
             elif outcome == "max_duration":
                 self._max_duration_give_ups += 1
-        record = call.record
-        if record is not None:
-            call.record = None
-            if call.attempt > 1:
-                # One attempt is what every call makes; only a retried call says how many
-                # it took (each attribute set on a live span costs the SDK a lock).
-                record.set(ATTR_ATTEMPT, call.attempt)
-            record.end(outcome, error)
+        record, call.record = call.record, QUIET  # a call is ended once
+        if call.attempt > 1:
+            # One attempt is what every call makes; only a retried call says how many it
+            # took (each attribute set on a live span costs the SDK a lock).
+            record.set(ATTR_ATTEMPT, call.attempt)
+        record.end(outcome, error)
 
     # -- the block form ------------------------------------------------------------------
 
@@ -638,7 +632,7 @@ class Attempt:
         self._has_result = False
         self._result: Any = None
         self._exited = False
-        self._record: CallRecord | None = None
+        self._record: CallRecord = QUIET
         self._span: Any = None
         self._token: object = None
 
@@ -657,7 +651,7 @@ class Attempt:
 
     def __enter__(self) -> Attempt:
         call = self._iterator._call
-        if call is not None and call.record is not None:
+        if call is not None:
             self._record = call.record
             self._span, self._token = _start_attempt(call.record, call.attempt)
         return self
@@ -672,22 +666,17 @@ class Attempt:
         _end_attempt(
             self._record, self._span, self._token, exc if isinstance(exc, Exception) else None
         )
-        self._record = self._span = self._token = None
+        self._record, self._span, self._token = QUIET, None, None
         return self._iterator._exit(self, exc)
 
 
-def _start_attempt(record: CallRecord | None, number: int) -> tuple[Any, object]:
+def _start_attempt(record: CallRecord, number: int) -> tuple[Any, object]:
     """Report the attempt and open its span, current while it runs, so that the spans of
     the call nest under it."""
-    if record is None:
-        return None, None
     attributes = {ATTR_ATTEMPT: number}
     record.event(ATTEMPT_STARTED, attributes)
     return record.child(SPAN_ATTEMPT, attributes)
 
 
-def _end_attempt(
-    record: CallRecord | None, span: Any, token: object, error: Exception | None
-) -> None:
-    if record is not None:
-        record.end_child(span, token, error)
+def _end_attempt(record: CallRecord, span: Any, token: object, error: Exception | None) -> None:
+    record.end_child(span, token, error)

@@ -3,7 +3,9 @@
 A policy owns one `PolicyTelemetry`. On each call it asks `start()` for a `CallRecord`;
 `None` means nothing would consume the call (no OpenTelemetry provider set and no listener
 subscribed, or telemetry switched off for this policy), and the policy then touches nothing
-else here: that is the fast path, a few attribute reads.
+else here: that is the fast path, a few attribute reads. The one `None` check is made where
+the call begins; from there on the policy hands its hooks either the record or `QUIET`, the
+record that drops every report, so that no reporting code checks again.
 
 What happened during the call is reported as data: `record.event(SPEC, attributes)` for an
 event the policy declared as an `EventSpec`, `record.end(outcome, error)` when the call is
@@ -24,6 +26,7 @@ from resilient.telemetry import _otel
 from resilient.telemetry._spec import EventSpec
 
 __all__ = (
+    "QUIET",
     "CallRecord",
     "Event",
     "Listener",
@@ -230,6 +233,41 @@ class CallRecord(Protocol):
     def end(self, outcome: str, error: BaseException | None = None) -> None:
         """Close the call under `outcome`."""
         ...
+
+
+class _Quiet:
+    """The record of a call nothing consumes: every report is dropped.
+
+    A policy's fast path asks `start()` once and, given None, passes `QUIET` to the code
+    that reports, which then reports unconditionally instead of checking every time.
+    """
+
+    __slots__ = ()
+
+    span = None
+
+    def __repr__(self) -> str:
+        return "QUIET"
+
+    def event(self, spec: EventSpec, attributes: Mapping[str, Any]) -> None:
+        """Dropped."""
+
+    def set(self, key: str, value: Any) -> None:
+        """Dropped."""
+
+    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Any, object]:
+        """No span: (None, None)."""
+        return None, None
+
+    def end_child(self, span: Any, token: object, error: Exception | None) -> None:
+        """Nothing to close."""
+
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
+        """Dropped."""
+
+
+#: The record of a call nothing consumes (see `_Quiet`).
+QUIET: Final[CallRecord] = _Quiet()
 
 
 class _ListenedCall:
