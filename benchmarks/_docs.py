@@ -73,7 +73,7 @@ and named under its table; the rest of the group still runs.
 | group | goal |
 |---|---|
 | Retry | `Retry()` decorator adds at most 0.25x what backoff's `@on_exception` adds |
-| Retry | `Retry()` decorator, with its default budget, adds at most 1.0x what nopanic's `@retry()` adds |
+| Retry | `Retry()` decorator, with its default budget, adds at most 1.0x what nopanic's `@retry()` adds, and at most 1.0x what nopanic's `@retry(budget=RetryBudget())` adds |
 | Timeout | `Timeout` (decorator and `async with`) adds at most 1.0x what `asyncio.timeout` adds |
 | Telemetry, no SDK | telemetry on is at most 5 % slower per call than `telemetry=False` |
 | Telemetry, SDK | our cost per span is at most 1.2x the SDK's own bare span |
@@ -98,6 +98,35 @@ a successful call (no kind, since the span's name says it; no outcome; no attemp
 Retry that did not retry). So the 1.2x goal is met only on runs where the SDK's attribute cost
 happens to measure low, and missed otherwise by the cost of the attribute the telemetry
 contract requires.
+
+### Where the retry and `async with` goals stand
+
+`Retry()` against nopanic's `retry()`: nopanic's decorator, without a budget, does nothing on
+a call that succeeds but await it (through two coroutines). `Retry()` does four things more on
+every call, each measured alone with `timeit`-style loops on this machine: it asks whether
+anything records the call (about 70 ns, the same check that keeps telemetry free without an
+SDK), reads the clock once (about 50 ns: the budget counts the call in the time bucket it
+happened in, and `max_duration` starts from it), counts the call in the budget (about 50 ns),
+and keeps the call statistics (`retry.statistics()`, about 40 ns). Its one coroutine costs
+about 120 ns. That sum is the 1.4x to 1.5x measured; `Retry(budget=None)` shows the budget's
+share. With a budget on both sides, like for like, `Retry()` adds less than half of what
+nopanic's budgeted `retry()` adds. Dropping the clock read would make the budget count calls
+in the wrong time bucket, and dropping the statistics would change what `statistics()` reports,
+so the goal against the budget-less `retry()` stays missed for now.
+
+`async with` against the decorator: in CPython an `async with` block costs two coroutines
+(`__aenter__` and `__aexit__`) where a decorator costs one, and a policy that many tasks share
+must hand its per-block state (a breaker's ticket, a Timeout's deadline) from `__aenter__` to
+`__aexit__` of the same task through a context variable. An `async with` over an object whose
+`__aenter__` and `__aexit__` do nothing adds about 200 ns on this machine, more than a whole
+pass-through decorator (about 120 ns), so no `async with` face can add less than the same
+policy's decorator. The block state costs one context-variable `set` and one `reset` per block;
+Bulkhead and RateLimiter keep no block state at all unless blocks nest or a call is recorded.
+The same cost is most of the gap to purgatory's breaker held in a variable: its block keeps
+no per-block state, so a call that ends after the breaker has opened or half-opened is
+counted against whatever state the breaker is in by then, a probe's verdict included.
+`CircuitBreaker` counts a call only against the state that admitted it, and carrying that
+ticket from `__aenter__` to `__aexit__` is the context-variable round trip.
 
 ## Running it
 
