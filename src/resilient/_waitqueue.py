@@ -43,7 +43,8 @@ class WaitQueue(Generic[L]):
     (any), `len`; each in constant time, whatever the length.
 
     A link is in at most one queue at a time; a link that was popped or removed may be
-    appended again.
+    appended again. `size` is `len(queue)` as a plain attribute, for hot paths that only
+    ask whether anyone waits (no call).
 
     Examples:
         ```python
@@ -57,7 +58,7 @@ class WaitQueue(Generic[L]):
         ```
     """
 
-    __slots__ = ("_end", "_len")
+    __slots__ = ("_end", "size")
 
     def __init__(self) -> None:
         # A circular list around one sentinel: its `_next` is the oldest link, its `_prev`
@@ -65,10 +66,10 @@ class WaitQueue(Generic[L]):
         # then has two neighbours, so no operation branches on the ends.
         end = self._end = Link()
         end._prev = end._next = end
-        self._len = 0
+        self.size = 0
 
     def __len__(self) -> int:
-        return self._len
+        return self.size
 
     def __iter__(self) -> Iterator[L]:
         """The links from the oldest to the newest (do not change the line meanwhile)."""
@@ -80,7 +81,7 @@ class WaitQueue(Generic[L]):
             link = link._next
 
     def __repr__(self) -> str:
-        return f"<WaitQueue of {self._len}>"
+        return f"<WaitQueue of {self.size}>"
 
     def append(self, link: L) -> None:
         """Put `link` at the back of the line.
@@ -97,7 +98,7 @@ class WaitQueue(Generic[L]):
         link._next = end
         newest._next = link
         end._prev = link
-        self._len += 1
+        self.size += 1
 
     def remove(self, link: L) -> bool:
         """Take `link` out of the line, wherever it stands; False when it was not in it.
@@ -113,7 +114,7 @@ class WaitQueue(Generic[L]):
         prev._next = nxt
         nxt._prev = prev
         link._prev = link._next = None
-        self._len -= 1
+        self.size -= 1
         return True
 
     def popleft(self) -> L:
@@ -133,7 +134,7 @@ class WaitQueue(Generic[L]):
         end._next = second
         second._prev = end
         oldest._prev = oldest._next = None
-        self._len -= 1
+        self.size -= 1
         return cast(L, oldest)
 
     def pop(self) -> L:

@@ -108,7 +108,7 @@ class BulkheadCore:
         return False
 
     def queue_full(self) -> bool:
-        return len(self.waiters) >= self.max_waiting
+        return self.waiters.size >= self.max_waiting
 
     def enqueue(self, waiter: _Waiter) -> None:
         self.waiters.append(waiter)
@@ -120,7 +120,7 @@ class BulkheadCore:
     def release(self) -> None:
         """Give a slot back: to the oldest waiter (woken), or free it."""
         waiters = self.waiters
-        if waiters:
+        if waiters.size:
             waiters.popleft().wake()
         else:
             self.in_flight -= 1
