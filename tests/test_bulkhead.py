@@ -459,9 +459,13 @@ async def test_slot_of_a_waiter_cancelled_once_served_goes_past_the_cancelled_on
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_asyncio_task_cancelled_after_it_was_handed_a_slot_passes_it_on() -> None:
+@pytest.mark.parametrize("cancel_first", [False, True])
+async def test_asyncio_task_cancelled_around_the_hand_over_of_its_slot_passes_it_on(
+    cancel_first: bool,
+) -> None:
     # Task.cancel() reaches a task even when the slot has already woken it (an anyio
-    # cancel scope waits for its next checkpoint instead): the waiter gives the slot on.
+    # cancel scope waits for its next checkpoint instead), and a slot may be handed to a
+    # waiter whose cancellation has not run yet: either way the slot goes on to the next.
     bulkhead = Bulkhead(1, max_waiting=3)
     ran: list[int] = []
 
@@ -472,6 +476,8 @@ async def test_asyncio_task_cancelled_after_it_was_handed_a_slot_passes_it_on() 
         tasks = [asyncio.create_task(bulkhead.call(work, i)) for i in range(3)]
         await settle()
         assert bulkhead.waiting == 3
+        if cancel_first:
+            tasks[0].cancel()
     assert (bulkhead.in_flight, bulkhead.waiting) == (1, 2)  # handed to 0, not resumed yet
     tasks[0].cancel()
     tasks[1].cancel()

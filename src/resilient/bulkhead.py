@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final, TypeVar
 
-import anyio
-
 from resilient._admission import WAIT, AdmissionPolicy
+from resilient._backend import one_shot_event
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
 from resilient._task_local import TaskLocalStack
@@ -64,7 +63,7 @@ class _Waiter(Link):
 
     def __init__(self) -> None:
         super().__init__()
-        self.event = anyio.Event()
+        self.event = one_shot_event()
         self.granted = False
 
     def wake(self) -> None:
