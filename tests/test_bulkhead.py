@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -9,6 +10,7 @@ import anyio
 import pytest
 from opentelemetry.trace import StatusCode
 
+import resilient.bulkhead as bulkhead_module
 from resilient import Bulkhead, BulkheadFullError, Pipeline, Timeout, TimeoutExceeded
 from resilient.testing import FakeClock
 
@@ -320,6 +322,168 @@ async def test_waiter_cancelled_just_after_being_handed_a_slot_passes_it_on() ->
         assert bulkhead.waiting == 2
         release.set()
     assert finished == ["next"]
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+class Queued:
+    """Callers queued behind a held slot, each in a cancel scope of its own."""
+
+    def __init__(self, bulkhead: Bulkhead, tg: anyio.abc.TaskGroup) -> None:
+        self.bulkhead = bulkhead
+        self.tg = tg
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.ran: list[int] = []
+
+    async def _work(self, i: int) -> None:
+        self.ran.append(i)
+
+    async def _caller(self, i: int) -> None:
+        with self.scopes[i]:
+            await self.bulkhead.call(self._work, i)
+
+    async def arrive(self, i: int) -> None:
+        self.scopes[i] = anyio.CancelScope()
+        self.tg.start_soon(self._caller, i)
+        await settle()  # in line before the next one arrives
+
+    async def cancel(self, i: int) -> None:
+        self.scopes[i].cancel()
+        await settle()
+
+
+async def test_cancelling_queued_waiters_newest_first_never_searches_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compared = 0
+
+    def counting_eq(self: object, other: object) -> bool:
+        nonlocal compared
+        compared += 1
+        return self is other
+
+    # A search for the waiter (deque.remove) compares it with every waiter ahead of it.
+    monkeypatch.setattr(bulkhead_module._Waiter, "__eq__", counting_eq)
+    bulkhead = Bulkhead(1, max_waiting=300)
+    gate = Gate()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bulkhead.call, gate)
+        await settle()
+        line = Queued(bulkhead, tg)
+        for i in range(300):
+            line.scopes[i] = anyio.CancelScope()
+            tg.start_soon(line._caller, i)
+        await settle()
+        assert bulkhead.waiting == 300
+        for i in reversed(range(300)):
+            await line.cancel(i)
+            assert bulkhead.waiting == i
+        gate.opened.set()
+    assert compared == 0
+    assert line.ran == []
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_fifo_order_holds_with_cancellations_interleaved(seed: int) -> None:
+    rng = random.Random(seed)
+    bulkhead = Bulkhead(1, max_waiting=30)
+    gate = Gate()
+    live: list[int] = []  # the reference: who is in line, in order
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bulkhead.call, gate)
+        await settle()
+        line = Queued(bulkhead, tg)
+        for i in range(30):
+            if live and rng.random() < 0.4:
+                await line.cancel(live.pop(rng.randrange(len(live))))
+            await line.arrive(i)
+            live.append(i)
+            assert bulkhead.waiting == len(live)
+        gate.opened.set()
+    assert line.ran == live
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+async def test_max_waiting_counts_only_the_waiters_still_in_line() -> None:
+    bulkhead = Bulkhead(1, max_waiting=3)
+    gate = Gate()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bulkhead.call, gate)
+        await settle()
+        line = Queued(bulkhead, tg)
+        for i in range(3):
+            await line.arrive(i)
+        await line.cancel(1)  # from the middle of the line
+        assert bulkhead.waiting == 2
+        await line.arrive(3)  # its place is free again
+        assert bulkhead.waiting == 3
+        with pytest.raises(BulkheadFullError, match="3 queued"):
+            await bulkhead.call(gate)
+        gate.opened.set()
+    assert line.ran == [0, 2, 3]
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+async def test_slot_of_a_waiter_cancelled_once_served_goes_past_the_cancelled_ones() -> None:
+    bulkhead = Bulkhead(1, max_waiting=3)
+    release = anyio.Event()
+    ran: list[int] = []
+
+    async def work(i: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        ran.append(i)
+
+    async with anyio.create_task_group() as tg:
+        scopes = [anyio.CancelScope() for _ in range(3)]
+
+        async def caller(i: int) -> None:
+            with scopes[i]:
+                await bulkhead.call(work, i)
+
+        async def holder() -> None:
+            async with bulkhead:
+                await release.wait()
+            # The slot now belongs to 0, which has not resumed yet; 1 is still in line.
+            assert (bulkhead.in_flight, bulkhead.waiting) == (1, 2)
+            scopes[0].cancel()
+            scopes[1].cancel()
+
+        tg.start_soon(holder)
+        await settle()
+        for i in range(3):
+            tg.start_soon(caller, i)
+            await settle()
+        release.set()
+    assert ran == [2]
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("cancel_first", [False, True])
+async def test_asyncio_task_cancelled_around_the_hand_over_of_its_slot_passes_it_on(
+    cancel_first: bool,
+) -> None:
+    # Task.cancel() reaches a task even when the slot has already woken it (an anyio
+    # cancel scope waits for its next checkpoint instead), and a slot may be handed to a
+    # waiter whose cancellation has not run yet: either way the slot goes on to the next.
+    bulkhead = Bulkhead(1, max_waiting=3)
+    ran: list[int] = []
+
+    async def work(i: int) -> None:
+        ran.append(i)
+
+    async with bulkhead:
+        tasks = [asyncio.create_task(bulkhead.call(work, i)) for i in range(3)]
+        await settle()
+        assert bulkhead.waiting == 3
+        if cancel_first:
+            tasks[0].cancel()
+    assert (bulkhead.in_flight, bulkhead.waiting) == (1, 2)  # handed to 0, not resumed yet
+    tasks[0].cancel()
+    tasks[1].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert [task.cancelled() for task in tasks] == [True, True, False]
+    assert ran == [2]
     assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
 
 

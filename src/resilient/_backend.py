@@ -1,8 +1,9 @@
 """The one seam between resilient and the running event loop's native primitives.
 
-Here: the running loop and task, trio's module, and the two native deadline primitives a
+Here: the running loop and task, trio's module, the two native deadline primitives a
 `Timeout` uses on its hot path (a shared deadline queue per asyncio loop and duration, and
-trio's own cancel scope). Waits on any other clock go through `_clock.TimedScope`.
+trio's own cancel scope), and the one-shot event a queued caller parks on. Waits on any
+other clock go through `_clock.TimedScope`.
 
 anyio is used on waiting paths. Hot paths (a timeout around every call) use the backend's
 own primitive instead, because an anyio cancel scope on asyncio costs several times
@@ -15,16 +16,20 @@ import _asyncio
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
+
+import anyio
 
 __all__ = (
     "DeadlineQueue",
+    "OneShotEvent",
     "asyncio_loop",
     "current_task",
     "deadline_queue_for",
+    "one_shot_event",
     "open_trio_scope",
     "trio_module",
 )
@@ -185,3 +190,42 @@ def deadline_queue_for(loop: asyncio.AbstractEventLoop, seconds: float) -> Deadl
             return DeadlineQueue(loop, seconds, shared=False)
         queue = per_loop[seconds] = DeadlineQueue(loop, seconds, shared=True)
     return queue
+
+
+class OneShotEvent(Protocol):
+    """What one parked task waits on until another sets it (once)."""
+
+    def set(self) -> None: ...
+
+    def wait(self) -> Awaitable[Any]: ...
+
+
+class _FutureEvent:
+    """A one-shot event for a single waiting task on asyncio: the bare loop future.
+
+    `wait()` returns the future itself, so waiting adds no coroutine frame of its own, and
+    a waiter costs one future rather than anyio's event around asyncio's (an event, a
+    deque of waiters, then a future per wait). Cancellation is the future's: the task is
+    cancelled while it waits, as with any asyncio wait, and `set()` after that is a no-op.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._future: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        return self._future
+
+
+def one_shot_event() -> OneShotEvent:
+    """An event one task waits on and another sets once: a bare future on asyncio,
+    `anyio.Event` elsewhere."""
+    loop = asyncio_loop()
+    if loop is not None:
+        return _FutureEvent(loop)
+    return anyio.Event()
