@@ -213,8 +213,9 @@ class Bulkhead(AdmissionPolicy):
     def _full(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(f"{self.name} is full: {reason}", policy=self.name)
 
-    async def _queue(self, record: CallRecord) -> None:
-        """Wait in line for a slot; return holding one, or raise BulkheadFullError."""
+    async def _wait(self, record: CallRecord) -> Any:
+        """The admission hook for a full bulkhead: wait in line for a slot; return holding
+        one, or raise BulkheadFullError."""
         core = self._core
         if core.queue_full():
             if self.max_waiting:
@@ -249,6 +250,8 @@ class Bulkhead(AdmissionPolicy):
             core.leave(waiter)
             raise self._full(f"no slot within {limit:g}s")
         record.event(DEQUEUED, {ATTR_WAIT: self._clock.now() - started})
+        record.event(ACQUIRED, _NO_ATTRIBUTES)
+        return None
 
     # -- the admission hooks (the shell is resilient._admission) --------------------------
 
@@ -257,11 +260,6 @@ class Bulkhead(AdmissionPolicy):
 
     def _admit(self) -> Any:
         return None if self._core.try_acquire() else WAIT
-
-    async def _wait(self, record: CallRecord) -> Any:
-        await self._queue(record)
-        record.event(ACQUIRED, _NO_ATTRIBUTES)
-        return None
 
     def _settle(self, ticket: Any, error: BaseException | None) -> None:
         self._core.release()
