@@ -389,8 +389,9 @@ async def test_finished_calls_do_not_pin_their_tasks_while_an_older_call_runs() 
             await asyncio.create_task(timeout.call(short))
         queue = timeout._queue
         assert queue is not None
-        # O(1) per finished call while the slow one runs: entries are compacted as they go.
-        assert len(queue.entries) <= timeout_module._COMPACT_MIN
+        # Nothing per finished call while the slow one runs: each finished call unlinked
+        # its own entry, and only the slow call is left in line.
+        assert len(queue.entries) == 1
         await anyio.lowlevel.checkpoint()  # let the loop drop its handle on the last task
         gc.collect()
         assert sum(ref() is not None for ref in results) == 0
@@ -488,3 +489,41 @@ async def test_every_clock_of_the_protocol_bounds_bulkhead_and_limiter_waits(clo
     limiter = RateLimiter(100, burst=1, max_wait=1.0, clock=clock)
     await limiter.acquire()
     await limiter.acquire()  # waits about 10 ms on the clock's own time line
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_calls_leave_the_deadline_queue_from_anywhere_in_any_order() -> None:
+    # The queue is a line of the calls in flight: whichever call ends, from the front, the
+    # middle or the back, only its own entry goes, and the rest keep their order.
+    import random
+
+    loop = asyncio.get_running_loop()
+    queue = timeout_module.DeadlineQueue(loop, 3600.0, shared=False)
+    rng = random.Random(8)
+    live: list[Any] = []
+    for step in range(2_000):
+        if live and rng.random() < 0.45:
+            entry = live.pop(rng.randrange(len(live)))
+            assert queue.leave(entry, None) is False
+        else:
+            live.append(queue.push(loop))
+        if step % 97 == 0:
+            assert [id(e) for e in queue.entries] == [id(e) for e in live]
+    for entry in reversed(live):
+        queue.leave(entry, None)
+    assert queue.entries == []
+    assert queue.handle is None  # a private queue calls its timer off once empty
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_deadline_queue_expires_only_what_is_due_and_keeps_the_rest_in_line() -> None:
+    loop = asyncio.get_running_loop()
+    queue = timeout_module.DeadlineQueue(loop, 0.05, shared=False)
+    first = queue.push(loop)
+    second = queue.push(loop)
+    queue.leave(first, None)
+    # Only `second` is in line; when its deadline passes the timer cancels this task.
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(10)
+    assert queue.leave(second, asyncio.CancelledError()) is True
+    assert queue.entries == []

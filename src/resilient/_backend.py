@@ -15,7 +15,6 @@ from __future__ import annotations
 import _asyncio
 import asyncio
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
 from types import ModuleType
@@ -59,15 +58,12 @@ def trio_module() -> Any:
 
 _ACTIVE, _DONE, _EXPIRED = 0, 1, 2
 
-# One call's entry in a _DeadlineQueue: [deadline, task, task.cancelling() on entry, state].
+# One call's entry in a DeadlineQueue, a link of a doubly linked line:
+# [deadline, task, task.cancelling() on entry, state, previous entry, next entry].
 # A list rather than an object: it is built on every call, and a list costs a fraction of
 # an instance with __init__.
 _Entry = list[Any]
-_DEADLINE, _TASK, _CANCELLING, _STATE = range(4)
-
-#: A queue is compacted (finished entries dropped from its middle) when it grows past twice
-#: its live entries, and never below this length.
-_COMPACT_MIN = 64
+_DEADLINE, _TASK, _CANCELLING, _STATE, _PREV, _NEXT = range(6)
 
 
 class DeadlineQueue:
@@ -77,14 +73,15 @@ class DeadlineQueue:
     a FIFO and one loop timer armed for the oldest live deadline replace the loop timer
     (a heap push, a cancelled handle left on the heap) that asyncio.timeout costs per call.
 
-    What a finished call leaves behind is O(1) and short-lived: its entry lets go of the
-    task (and so of the task's result) when the call ends, and entries that finished behind
-    a slower, older call are dropped in compactions whose cost is spread over the calls
-    (amortised constant time). The queue holds its loop only weakly, and its timer handle
-    only when it must call the timer off, so that nothing keeps a closed loop alive.
+    The FIFO is a doubly linked line of the calls in flight: a call that ends unlinks its
+    own entry from its two neighbours, wherever it stands, so every push and every leave
+    costs the same few steps however many calls are in flight, and a finished call leaves
+    nothing behind (its entry lets go of the task, and so of the task's result). The queue
+    holds its loop only weakly, and its timer handle only when it must call the timer off,
+    so that nothing keeps a closed loop alive.
     """
 
-    __slots__ = ("armed", "compact_at", "entries", "handle", "loop_ref", "seconds", "shared")
+    __slots__ = ("armed", "handle", "head", "loop_ref", "seconds", "shared", "tail")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, *, shared: bool) -> None:
         self.loop_ref = weakref.ref(loop)
@@ -94,10 +91,23 @@ class DeadlineQueue:
         # so that a Timeout made per call leaves only a cancelled handle, which the loop
         # purges.
         self.shared = shared
-        self.entries: deque[_Entry] = deque()
-        self.compact_at = _COMPACT_MIN
+        # `head` stands before the oldest entry (head[_NEXT]); `tail` is the newest entry,
+        # or `head` when no call is in flight.
+        self.head: _Entry = [0.0, None, 0, _DONE, None, None]
+        self.tail = self.head
         self.armed = False
         self.handle: asyncio.TimerHandle | None = None
+
+    @property
+    def entries(self) -> list[_Entry]:
+        """The entries of the calls in flight, oldest first (walks the line: for
+        inspection, not for hot paths)."""
+        found = []
+        entry = self.head[_NEXT]
+        while entry is not None:
+            found.append(entry)
+            entry = entry[_NEXT]
+        return found
 
     def push(self, loop: asyncio.AbstractEventLoop) -> _Entry:
         """Start a deadline for the task running on `loop`."""
@@ -106,11 +116,10 @@ class DeadlineQueue:
             raise RuntimeError("Timeout must be used inside an asyncio task")
         # Deadlines are kept on time.monotonic (cheaper to read than loop.time(), which
         # some loops cache per iteration); the timer is armed with a relative delay.
-        entry = [_monotonic() + self.seconds, task, task.cancelling(), _ACTIVE]
-        entries = self.entries
-        entries.append(entry)
-        if len(entries) > self.compact_at:
-            self._compact()
+        tail = self.tail
+        entry = [_monotonic() + self.seconds, task, task.cancelling(), _ACTIVE, tail, None]
+        tail[_NEXT] = entry
+        self.tail = entry
         if not self.armed:
             self._arm(loop, self.seconds)
         return entry
@@ -120,13 +129,18 @@ class DeadlineQueue:
         if entry[_STATE] == _ACTIVE:
             entry[_STATE] = _DONE
             entry[_TASK] = None
-            entries = self.entries
-            while entries and entries[0][_STATE] != _ACTIVE:
-                entries.popleft()
-            if not entries and self.handle is not None:
-                self.handle.cancel()
-                self.handle = None
-                self.armed = False
+            before, after = entry[_PREV], entry[_NEXT]
+            before[_NEXT] = after
+            if after is not None:
+                after[_PREV] = before
+            elif before is self.head:
+                self.tail = before
+                if self.handle is not None:
+                    self.handle.cancel()
+                    self.handle = None
+                    self.armed = False
+            else:
+                self.tail = before
             return False
         task, entry[_TASK] = entry[_TASK], None
         # Same rule as asyncio.timeout: it is our timeout only if no one else asked for
@@ -139,25 +153,26 @@ class DeadlineQueue:
         if not self.shared:
             self.handle = handle
 
-    def _compact(self) -> None:
-        live = deque(entry for entry in self.entries if entry[_STATE] == _ACTIVE)
-        self.entries = live
-        self.compact_at = max(_COMPACT_MIN, 2 * len(live))
-
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Every entry in the line is a call in flight: cancel those whose deadline has
+        # passed, oldest first, and arm the timer for the next one.
         self.armed = False
         self.handle = None
-        entries = self.entries
+        head = self.head
         now = _monotonic()
-        while entries:
-            entry = entries[0]
-            if entry[_STATE] == _ACTIVE:
-                if entry[_DEADLINE] > now:
-                    self._arm(loop, entry[_DEADLINE] - now)
-                    return
-                entry[_STATE] = _EXPIRED
-                entry[_TASK].cancel()
-            entries.popleft()
+        entry = head[_NEXT]
+        while entry is not None:
+            if entry[_DEADLINE] > now:
+                self._arm(loop, entry[_DEADLINE] - now)
+                return
+            entry[_STATE] = _EXPIRED
+            entry[_TASK].cancel()
+            entry = entry[_NEXT]
+            head[_NEXT] = entry
+            if entry is None:
+                self.tail = head
+            else:
+                entry[_PREV] = head
 
 
 def open_trio_scope(seconds: float) -> Any:

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 # The native deadline primitives live behind the backend seam; the queue's limits and
 # registry are re-exported for the tests that watch what a Timeout leaves behind.
-from resilient._backend import _COMPACT_MIN as _COMPACT_MIN
 from resilient._backend import _MAX_SHARED_QUEUES as _MAX_SHARED_QUEUES
 from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for, open_trio_scope
 from resilient._backend import _queues as _queues
