@@ -26,6 +26,9 @@ SLOW = 2
 #: The most outcomes a `CountWindow` keeps: it allocates a slot for each up front.
 MAX_SIZE = 1_000_000
 
+# What a failed and/or slow call counts in a time window, by `failed | slow << 1`.
+_COUNTED = ((CALLS,), (CALLS, FAILURES), (CALLS, SLOW), (CALLS, FAILURES, SLOW))
+
 # A count window stores one small int per outcome: bit 0 failed, bit 1 slow.
 _FAILED_BIT = 1
 _SLOW_BIT = 2
@@ -80,20 +83,11 @@ class TimeWindow:
         self.add_success: Callable[[float], None] = self._counts.tally
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
-        add = self._counts.add
-        add(now, CALLS)
-        if failed:
-            add(now, FAILURES)
-        if slow:
-            add(now, SLOW)
+        self._counts.add_each(now, _COUNTED[failed | slow << 1])
 
     def totals(self, now: float) -> tuple[int, int, int]:
-        counts = self._counts
-        return (
-            counts.recent(now, CALLS),
-            counts.recent(now, FAILURES),
-            counts.recent(now, SLOW),
-        )
+        calls, failures, slow = self._counts.totals(now)
+        return (calls, failures, slow)
 
     def reset(self) -> None:
         self._counts.reset()
