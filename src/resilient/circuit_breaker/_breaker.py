@@ -130,8 +130,8 @@ class CircuitBreaker(AdmissionPolicy):
         window: the time-based window, in seconds (at least 0.001, i.e. 1 ms). Default
             30.0. Outcomes leave it in steps of a tenth of the window.
         window_calls: when set, count the last `window_calls` calls instead of a time
-            window: a whole number from 1 to 1,000,000 (the window keeps a slot for each
-            call, allocated up front). Default None.
+            window: a whole number from 1 to 1,000,000 (the window keeps two bits for each
+            call, allocated up front: 25 KB for 100,000 calls). Default None.
         break_duration: how long the breaker stays open the first time, in seconds (> 0).
             Default 5.0.
         max_break_duration: the cap on the break, which doubles on each failed probe, in
