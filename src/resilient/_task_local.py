@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextvars import ContextVar
 from typing import Generic, TypeVar
 
@@ -25,13 +26,18 @@ class TaskLocalStack(Generic[S]):
 
     def __init__(self, owner: str) -> None:
         self._owner = owner
-        self._var: ContextVar[tuple[S, object] | None] = ContextVar(
-            f"resilient_{owner}_entries", default=None
-        )
+        # Made by the first push: most policies never see an `async with`, and a context
+        # variable per policy object would be its biggest part.
+        self._var: ContextVar[tuple[S, object] | None] | None = None
 
     def push(self, state: S) -> None:
         """Remember `state` until the matching `pop()` in this task."""
-        self._var.set((state, self._var.get()))
+        var = self._var
+        if var is None:
+            var = self._var = ContextVar(
+                sys.intern(f"resilient_{self._owner}_entries"), default=None
+            )
+        var.set((state, var.get()))
 
     def pop(self) -> S:
         """Take back the state of the innermost open block of this task.
@@ -40,15 +46,16 @@ class TaskLocalStack(Generic[S]):
             RuntimeError: no block is open in this task (an `__aexit__` without its
                 `__aenter__`).
         """
-        top = self._var.get()
-        if top is None:
-            raise RuntimeError(
-                f"{self._owner}.__aexit__ without a matching __aenter__ in this task"
-            )
-        state, below = top
-        self._var.set(below)  # type: ignore[arg-type]  # `below` is what push() read
-        return state
+        var = self._var
+        if var is not None:
+            top = var.get()
+            if top is not None:
+                state, below = top
+                var.set(below)  # type: ignore[arg-type]  # `below` is what push() read
+                return state
+        raise RuntimeError(f"{self._owner}.__aexit__ without a matching __aenter__ in this task")
 
     def empty(self) -> bool:
         """True when no block of this policy is open in this task."""
-        return self._var.get() is None
+        var = self._var
+        return var is None or var.get() is None

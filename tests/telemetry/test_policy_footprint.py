@@ -81,3 +81,20 @@ def test_the_first_recorded_call_builds_the_opentelemetry_side_and_is_recorded()
             )
         ]
     )
+
+
+def test_a_circuit_breaker_takes_at_most_one_and_a_half_kib() -> None:
+    out = run_python(
+        """
+        import gc
+        import tracemalloc
+        from resilient import CircuitBreaker
+
+        CircuitBreaker()  # anything built once per process is built before measuring
+        gc.collect()
+        tracemalloc.start()
+        breakers = [CircuitBreaker() for _ in range(1000)]
+        print(tracemalloc.get_traced_memory()[0] // len(breakers))
+        """
+    )
+    assert int(out) <= 1536
