@@ -101,8 +101,10 @@ class CountWindow:
         size: how many of the most recent outcomes are kept (>= 1).
 
     Each outcome is two bits (failed, slow), four to a byte: 100,000 calls take 25 KB.
-    Recording one reads and writes one byte; a success that replaces a success, the
-    common case, writes nothing.
+    The ring runs down the bytes four times, each time through another pair of bits (a
+    *lane*), so a call finds its outcome's bits with the byte index and the lane's mask
+    it already holds. A success that replaces a success, the common case, reads one byte
+    and writes nothing; the count of calls is where the ring stands until it is full.
 
     Examples:
         >>> w = CountWindow(2)
@@ -113,37 +115,44 @@ class CountWindow:
         (2, 0, 0)
     """
 
-    __slots__ = ("_codes", "_next", "calls", "failures", "size", "slow")
+    __slots__ = ("_codes", "_end", "_full", "_mask", "_next", "_shift", "failures", "size", "slow")
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {short_repr(size)}")
         self.size = size
-        # Outcome `i` is bits `2 * (i % 4)` and up of byte `i // 4`.
+        # Outcome `lane * len(_codes) + byte` is bits `2 * lane` and up of `_codes[byte]`.
         self._codes = bytearray((size + 3) // 4)
-        self._next = 0
-        self.calls = 0
         self.failures = 0
         self.slow = 0
+        self._full = False
+        self._start_lane(0)
+
+    def _start_lane(self, shift: int) -> None:
+        """Point the next outcome at the first byte of the lane at bits `shift` and up."""
+        rows = len(self._codes)
+        lane = shift >> 1
+        if lane == 4 or lane * rows >= self.size:
+            # Past the last outcome: the ring starts over, on the oldest outcome.
+            shift = lane = 0
+            self._full = True
+        self._shift = shift
+        self._mask = _CODE_MASK << shift
+        self._next = 0
+        # Where the lane ends: the last lane may be short.
+        self._end = min(rows, self.size - lane * rows)
 
     def add_success(self, now: float) -> None:
+        # The success takes the place of the oldest outcome (of a zero while the window
+        # fills up): only a failed or slow one has bits to clear and counts to take back.
         index = self._next
-        if self.calls == self.size:
-            # The success replaces the oldest outcome. Only a failed or slow one (and there
-            # is none while both totals are zero) has bits to clear and counts to take back.
-            if self.failures or self.slow:
-                codes = self._codes
-                byte = index >> 2
-                shift = (index & 3) << 1
-                old = codes[byte] >> shift & _CODE_MASK
-                if old:
-                    codes[byte] ^= old << shift
-                    self.failures -= old & _FAILED_BIT
-                    self.slow -= old >> 1
-        else:
-            self.calls += 1
+        if self._codes[index] & self._mask:
+            self._replace(index, 0)
         index += 1
-        self._next = 0 if index == self.size else index
+        if index == self._end:
+            self._start_lane(self._shift + 2)
+        else:
+            self._next = index
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
         code = 0
@@ -154,29 +163,31 @@ class CountWindow:
             code |= _SLOW_BIT
             self.slow += 1
         index = self._next
-        codes = self._codes
-        byte = index >> 2
-        shift = (index & 3) << 1
-        if self.calls == self.size:
-            kept = codes[byte]
-            old = kept >> shift & _CODE_MASK
-            if old:
-                # The oldest outcome leaves the window: take back what it counted.
-                self.failures -= old & _FAILED_BIT
-                self.slow -= old >> 1
-            if old != code:
-                codes[byte] = kept ^ (old ^ code) << shift
-        else:
-            # Not full yet: every slot from `_next` on is still zero.
-            self.calls += 1
-            codes[byte] |= code << shift
+        self._replace(index, code)
         index += 1
-        self._next = 0 if index == self.size else index
+        if index == self._end:
+            self._start_lane(self._shift + 2)
+        else:
+            self._next = index
+
+    def _replace(self, index: int, code: int) -> None:
+        """Write `code` over the oldest outcome, at `index` in the current lane, and take
+        back what that outcome counted."""
+        codes, shift = self._codes, self._shift
+        kept = codes[index]
+        old = kept >> shift & _CODE_MASK
+        if old:
+            self.failures -= old & _FAILED_BIT
+            self.slow -= old >> 1
+        if old != code:
+            codes[index] = kept ^ (old ^ code) << shift
 
     def totals(self, now: float) -> tuple[int, int, int]:
-        return (self.calls, self.failures, self.slow)
+        calls = self.size if self._full else (self._shift >> 1) * len(self._codes) + self._next
+        return (calls, self.failures, self.slow)
 
     def reset(self) -> None:
         self._codes = bytearray(len(self._codes))
-        self._next = 0
-        self.calls = self.failures = self.slow = 0
+        self.failures = self.slow = 0
+        self._full = False
+        self._start_lane(0)
