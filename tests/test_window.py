@@ -75,3 +75,42 @@ def test_recent_never_overcounts_and_with_edge_never_undercounts(
         seen.append(now)
         exact = sum(1 for t in seen if now - window < t <= now)
         assert counts.recent(now, 0) <= exact <= counts.with_edge(now, 0)
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+            st.sets(st.integers(min_value=0, max_value=2), min_size=1).map(sorted),
+        ),
+        max_size=100,
+    ),
+    buckets=st.integers(min_value=1, max_value=12),
+)
+def test_add_each_and_totals_agree_with_one_add_and_one_recent_per_field(
+    events: list[tuple[float, list[int]]], buckets: int
+) -> None:
+    together = RollingCounts(10.0, fields=3, buckets=buckets)
+    apart = RollingCounts(10.0, fields=3, buckets=buckets)
+    for now, fields in sorted(events):
+        together.add_each(now, tuple(fields))
+        for field in fields:
+            apart.add(now, field)
+        assert together.totals(now) == tuple(apart.recent(now, f) for f in range(3))
+        assert [together.with_edge(now, f) for f in range(3)] == [
+            apart.with_edge(now, f) for f in range(3)
+        ]
+
+
+def test_every_field_slides_out_in_its_own_bucket() -> None:
+    window = RollingCounts(3.0, fields=3, buckets=3, tallied=2)
+    window.add(0.5, 0)
+    window.add(1.5, 1, 2)
+    window.tally(2.5)
+    window.tally(2.6)
+    assert window.totals(2.9) == (1, 2, 2)
+    assert window.totals(3.0) == (0, 2, 2)
+    assert window.with_edge(3.0, 0) == 1
+    assert window.totals(4.0) == (0, 0, 2)
+    assert window.totals(5.0) == (0, 0, 0)
+    assert window.with_edge(5.0, 2) == 2

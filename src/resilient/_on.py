@@ -22,6 +22,7 @@ A predicate sees the group first, then each member.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -62,20 +63,25 @@ def exception_filter(on: object, *, retry_rejected: bool = True) -> Classifier:
                 "on must be an Exception subclass, a non-empty tuple of them, or a "
                 f"predicate (exception) -> bool, got {short_repr(on)}"
             )
-        if retry_rejected:
-            return _looking_into_groups(_isinstance_of(types), rejection_aware=False)
-        rejected = tuple(t for t in types if issubclass(t, RejectedError))
-        if not rejected:
-            return _looking_into_groups(_except_rejected(types), rejection_aware=True)
-        return _looking_into_groups(
-            _rejected_only_when_named(types, rejected), rejection_aware=True
-        )
+        return _type_filter(types, retry_rejected)
     if callable(on):
         return _looking_into_groups(on, rejection_aware=False)
     raise ValueError(
         "on must be an Exception subclass, a non-empty tuple of them, or a "
         f"predicate (exception) -> bool, got {short_repr(on)}"
     )
+
+
+# A filter on exception types holds no state: policies given the same `on` (most take the
+# default, `Exception`) share one, rather than each holding its own closures.
+@functools.lru_cache(maxsize=256)
+def _type_filter(types: tuple[type[BaseException], ...], retry_rejected: bool) -> Classifier:
+    if retry_rejected:
+        return _looking_into_groups(_isinstance_of(types), rejection_aware=False)
+    rejected = tuple(t for t in types if issubclass(t, RejectedError))
+    if not rejected:
+        return _looking_into_groups(_except_rejected(types), rejection_aware=True)
+    return _looking_into_groups(_rejected_only_when_named(types, rejected), rejection_aware=True)
 
 
 def _holds_rejection(group: BaseExceptionGroup[BaseException]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
@@ -26,16 +27,21 @@ class TaskLocalStack(Generic[S]):
     def __init__(self, owner: str) -> None:
         self._owner = owner
         # The innermost open block's cell: [state, the token that restores the cell below].
-        self._var: ContextVar[list[Any] | None] = ContextVar(
-            f"resilient_{owner}_entries", default=None
-        )
+        # Made by the first push: most policies never see an `async with`, and a context
+        # variable per policy object would be its biggest part.
+        self._var: ContextVar[list[Any] | None] | None = None
 
     def push(self, state: S) -> None:
         """Remember `state` until the matching `pop()` in this task."""
+        var = self._var
+        if var is None:
+            var = self._var = ContextVar(
+                sys.intern(f"resilient_{self._owner}_entries"), default=None
+            )
         # The cell carries its own reset token, so that pop() restores the block below
         # with `reset`, the cheapest way back (no second tuple, no second `set`).
         cell: list[Any] = [state, None]
-        cell[1] = self._var.set(cell)
+        cell[1] = var.set(cell)
 
     def pop(self) -> S:
         """Take back the state of the innermost open block of this task.
@@ -44,11 +50,12 @@ class TaskLocalStack(Generic[S]):
             RuntimeError: no block is open in this task (an `__aexit__` without its
                 `__aenter__`, or in another task than its `__aenter__`).
         """
-        cell = self._var.get()
-        if cell is None:
+        var = self._var
+        cell = None if var is None else var.get()
+        if var is None or cell is None:
             raise self._unmatched()
         try:
-            self._var.reset(cell[1])
+            var.reset(cell[1])
         except (ValueError, RuntimeError):
             # Entered in another context, or this block was already left.
             raise self._unmatched() from None
@@ -57,7 +64,8 @@ class TaskLocalStack(Generic[S]):
 
     def empty(self) -> bool:
         """True when no block of this policy is open in this task."""
-        return self._var.get() is None
+        var = self._var
+        return var is None or var.get() is None
 
     def _unmatched(self) -> RuntimeError:
         return RuntimeError(f"{self._owner}.__aexit__ without a matching __aenter__ in this task")

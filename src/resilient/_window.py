@@ -13,11 +13,16 @@ One field may be *tallied*: `tally(now)` counts an event of it for the price of 
 and an increment, the hot path of both owners (a call the retry budget earns from, a
 breaker's success). Tallied events of one bucket are summed and added in one step when the
 bucket ends, or before anything else reads or writes the window.
+
+Every count lives in one flat `array('q')` (8 bytes a count, no object per bucket): a breaker's
+ten-bucket window of three fields is 36 counts, about 350 bytes, and thousands of breakers or
+budgets stay small.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, Final
 
 from resilient._validate import check_positive, short_repr
@@ -28,6 +33,9 @@ __all__ = ("MIN_WINDOW", "RollingCounts", "check_window")
 #: far shorter windows overflow that product (to inf, then NaN), and buckets much thinner
 #: than a clock's resolution would count nothing useful anyway.
 MIN_WINDOW: Final = 0.001
+
+# No pending tally: every `now` is past it. One float for every window.
+_NEVER: Final = -math.inf
 
 
 def check_window(field: str, value: Any) -> float:
@@ -43,6 +51,11 @@ def check_window(field: str, value: Any) -> float:
     return seconds
 
 
+def _zeros(length: int) -> array[int]:
+    """`length` zero counts, allocated to the exact size."""
+    return array("q", (0,)) * length
+
+
 class RollingCounts:
     """Counts of several kinds of event over a sliding time window.
 
@@ -54,12 +67,12 @@ class RollingCounts:
     """
 
     __slots__ = (
+        "_counts",
         "_current",
+        "_fields",
         "_head",
         "_inv_width",
         "_n",
-        "_recent",
-        "_slots",
         "_tallied",
         "_tally",
         "_tally_at",
@@ -73,10 +86,13 @@ class RollingCounts:
             raise ValueError(f"buckets must be >= 1, got {short_repr(buckets)}")
         self.window = window
         self._n = buckets
+        self._fields = fields
         self._inv_width = buckets / window
-        self._slots = [[0] * fields for _ in range(buckets + 1)]
-        self._recent = [0] * fields
-        self._head = 0
+        # Counts by position: the window's running totals first (`fields` of them), then
+        # the `buckets + 1` buckets (the edge among them), `fields` counts each.
+        self._counts = _zeros(fields * (buckets + 2))
+        # Where the newest bucket starts in `_counts`.
+        self._head = fields
         self._tallied = tallied
         self._tally = 0
         self._tally_at = 0.0
@@ -84,32 +100,38 @@ class RollingCounts:
         # `now * inv_width` as _advance; should rounding put it a hair past the real edge,
         # an event just after the edge is counted in the earlier bucket and so leaves the
         # window a bucket early: counts of earned calls then err low, never high.
-        self._tally_until = -math.inf
+        self._tally_until = _NEVER
         self._current: int | None = None
 
-    def _advance(self, now: float) -> list[int]:
+    def _advance(self, now: float) -> int:
+        """Slide the window to `now`; where the newest bucket starts in `_counts`."""
         index = int((now * self._inv_width) // 1)
         current = self._current
         if current is None or index - current > self._n:
-            for slot in self._slots:
-                slot[:] = [0] * len(slot)
-            self._recent[:] = [0] * len(self._recent)
+            self._counts = _zeros(len(self._counts))
             self._current = index
         elif index > current:
-            slots, recent, size = self._slots, self._recent, self._n + 1
+            counts, fields = self._counts, self._fields
+            # The buckets occupy [fields, end): `head` wraps within them.
+            end = fields * (self._n + 2)
+            span = end - fields
             head = self._head
             for _ in range(index - current):
                 # The oldest bucket of the window becomes the edge bucket...
-                leaving = slots[(head - self._n + 1) % size]
-                for field, count in enumerate(leaving):
-                    recent[field] -= count
+                leaving = head - (self._n - 1) * fields
+                if leaving < fields:
+                    leaving += span
+                for field in range(fields):
+                    counts[field] -= counts[leaving + field]
                 # ...and the old edge bucket is dropped and reused as the newest.
-                head = (head + 1) % size
-                slot = slots[head]
-                slot[:] = [0] * len(slot)
+                head += fields
+                if head == end:
+                    head = fields
+                for at in range(head, head + fields):
+                    counts[at] = 0
             self._head = head
             self._current = index
-        return self._slots[self._head]
+        return self._head
 
     def tally(self, now: float) -> None:
         """Count one event of the tallied field at time `now` (the hot path)."""
@@ -125,31 +147,55 @@ class RollingCounts:
         count = self._tally
         if count:
             self._tally = 0
-            self._advance(self._tally_at)[self._tallied] += count
-            self._recent[self._tallied] += count
+            field = self._tallied
+            head = self._advance(self._tally_at)  # first: it may replace `_counts`
+            counts = self._counts
+            counts[head + field] += count
+            counts[field] += count
 
     def add(self, now: float, field: int, count: int = 1) -> None:
         """Count `count` events of kind `field` at time `now`."""
         self._flush()
-        self._advance(now)[field] += count
-        self._recent[field] += count
+        head = self._advance(now)  # first: it may replace `_counts`
+        counts = self._counts
+        counts[head + field] += count
+        counts[field] += count
+
+    def add_each(self, now: float, fields: tuple[int, ...]) -> None:
+        """Count one event of each kind in `fields` at time `now` (a breaker's failed or slow
+        call: a call, a failure, a slow call), sliding the window once."""
+        self._flush()
+        head = self._advance(now)
+        counts = self._counts
+        for field in fields:
+            counts[head + field] += 1
+            counts[field] += 1
+
+    def totals(self, now: float) -> tuple[int, ...]:
+        """`recent(now, field)` of every field, in field order."""
+        self._flush()
+        self._advance(now)
+        return tuple(self._counts[: self._fields])
 
     def recent(self, now: float, field: int) -> int:
         """Events of kind `field` in the window's buckets (all within the last `window`)."""
         self._flush()
         self._advance(now)
-        return self._recent[field]
+        return self._counts[field]
 
     def with_edge(self, now: float, field: int) -> int:
         """Events of kind `field` in the window plus the edge bucket (at least every event
         of the last `window` seconds)."""
         self._flush()
-        self._advance(now)
-        edge = self._slots[(self._head + 1) % (self._n + 1)]
-        return self._recent[field] + edge[field]
+        fields = self._fields
+        edge = self._advance(now) + fields
+        if edge == fields * (self._n + 2):
+            edge = fields
+        counts = self._counts
+        return counts[field] + counts[edge + field]
 
     def reset(self) -> None:
         """Forget every event."""
         self._tally = 0
-        self._tally_until = -math.inf
+        self._tally_until = _NEVER
         self._current = None

@@ -121,15 +121,25 @@ class PolicyTelemetry:
             included.
     """
 
-    __slots__ = ("enabled", "kind", "listeners", "name", "otel")
+    __slots__ = ("_otel", "enabled", "kind", "listeners", "name")
 
     def __init__(self, kind: str, name: str, *, enabled: bool = True) -> None:
         self.kind = kind
         self.name = name
         self.enabled = enabled
-        self.otel = _otel.OTelPolicy(kind, name)
+        # Built on first use, once an OpenTelemetry provider is set: thousands of policies
+        # (a breaker per upstream host) carry no attribute dictionaries nobody records.
+        self._otel: _otel.OTelPolicy | None = None
         #: Listeners subscribed to this policy alone.
         self.listeners: tuple[Listener, ...] = ()
+
+    @property
+    def otel(self) -> _otel.OTelPolicy:
+        """This policy's OpenTelemetry side (its tracer and attribute dictionaries)."""
+        otel = self._otel
+        if otel is None:
+            otel = self._otel = _otel.OTelPolicy(self.kind, self.name)
+        return otel
 
     def _listeners(self) -> tuple[Listener, ...] | None:
         listeners = self.listeners + _global_listeners if self.listeners else _global_listeners
