@@ -16,6 +16,8 @@ LAYERS: dict[str, set[str]] = {
     "_gcra.py": set(),
     # Stores: pure math and the private helpers below the policies, never a policy.
     "storage": {"resilient._gcra", "resilient._clock", "resilient._validate", "resilient.storage"},
+    # A store over another library: the same as the stores.
+    "interop/limits.py": {"resilient._gcra", "resilient._clock", "resilient._validate"},
 }
 
 

@@ -1,0 +1,13 @@
+"""Adapters that let resilient work with libraries a service may already use.
+
+- `resilient.interop.limits`: `LimitsStore`, a `RateLimiter` store that runs a `limits`
+  strategy (fixed window, moving window, sliding window counter) on a `limits` async
+  storage. Needs the `limits` extra: `pip install 'resilient-patterns[limits]'`.
+
+Adapters for tenacity and pybreaker are coming. Each adapter is its own module, imported
+only when used, so importing `resilient.interop` needs none of these libraries.
+"""
+
+from __future__ import annotations
+
+__all__ = ()
