@@ -68,6 +68,7 @@ def test_it_exposes_the_limits_storage_and_strategy() -> None:
     assert isinstance(store.strategy, MovingWindowRateLimiter)
     assert store.strategy.storage is storage
     assert "strategy='moving-window'" in repr(store)
+    assert store.strategy_name == "moving-window"
 
 
 def test_a_strategy_subclass_of_ones_own_is_welcome() -> None:
@@ -76,6 +77,7 @@ def test_a_strategy_subclass_of_ones_own_is_welcome() -> None:
 
     store = LimitsStore(MemoryStorage(), strategy=Audited)
     assert isinstance(store.strategy, Audited)
+    assert store.strategy_name == "Audited"
     assert "strategy='Audited'" in repr(store)
 
 
@@ -130,7 +132,7 @@ HOSTILE_KEYS = [
     "é-unicode-ключ",
     "lone-surrogate-\udc80",
     "#starts-with-hash",
-    "x" * 129,
+    "x" * 101,
     "y" * 1_000_000,
 ]
 
@@ -341,7 +343,7 @@ def test_a_strategy_the_storage_lacks_is_refused() -> None:
     assert LimitsStore(CountersOnly(), strategy="fixed-window")
 
 
-@pytest.mark.parametrize("prefix", ["", "with space", "a/b", "x" * 129, 7])
+@pytest.mark.parametrize("prefix", ["", "with space", "a/b", "x" * 65, 7])
 def test_a_prefix_must_be_plain(prefix: object) -> None:
     with pytest.raises(ValueError, match="prefix must be"):
         LimitsStore("async+memory://", strategy="fixed-window", prefix=prefix)  # type: ignore[arg-type]
@@ -376,7 +378,8 @@ async def test_whole_second_windows_map_to_limits_items(
 ) -> None:
     assert await store.peek("k", emission_interval=emission_interval, burst=burst) == burst
     (item,) = store._items.values()
-    assert (item.amount, item.get_expiry(), item.namespace) == (burst, seconds, "resilient")
+    assert (item.amount, item.get_expiry()) == (burst, seconds)
+    assert item.namespace == f"resilient/{store.strategy_name}"
 
 
 @pytest.mark.parametrize(

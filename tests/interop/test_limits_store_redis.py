@@ -85,6 +85,16 @@ async def test_stores_on_one_redis_share_the_count(
         await pool.aclose()
 
 
+async def test_stores_of_different_strategies_never_share_a_key(
+    redis_storage: RedisStorage, prefix: str
+) -> None:
+    # The fixed window keeps a counter where the moving window keeps a list.
+    for strategy in STRATEGIES:
+        store = LimitsStore(redis_storage, strategy=strategy, prefix=prefix)
+        assert (await take(store, cost=BURST)).allowed
+        assert not (await take(store)).allowed
+
+
 HOSTILE_KEYS = ["{braces}", "with/slashes", "new\nline", "é-ключ", "", "z" * 1_000_000]
 
 

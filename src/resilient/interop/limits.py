@@ -52,7 +52,7 @@ from resilient._validate import check_clock, short_repr
 __all__ = ("LimitsStore",)
 
 #: The strategies by the names limits gives them.
-STRATEGIES: Final[Mapping[str, type[LimitsStrategy]]] = {
+_STRATEGIES: Final[Mapping[str, type[LimitsStrategy]]] = {
     "fixed-window": FixedWindowRateLimiter,
     "moving-window": MovingWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
@@ -62,7 +62,10 @@ STRATEGIES: Final[Mapping[str, type[LimitsStrategy]]] = {
 #: storage takes literally (memcached refuses spaces and control characters, limits joins a
 #: key's parts with "/", and its Redis storage wraps keys in braces as cluster hash tags).
 #: Any other key is stored as "#" and its SHA-256, so no two keys can meet.
-_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+
+#: A prefix: plain, and short enough that a whole key stays under memcached's 250 bytes.
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 #: When limits says a window is open again but a hit was just refused (another caller took
 #: the permit first, or the reset time was rounded to whole seconds, as Redis' TTL is),
@@ -93,7 +96,7 @@ def _require_asyncio() -> None:
         ) from None
 
 
-def _window_item(emission_interval: Any, burst: Any, prefix: str) -> RateLimitItem:
+def _window_item(emission_interval: Any, burst: Any, namespace: str) -> RateLimitItem:
     """`burst` permits per window of `burst * emission_interval` whole seconds."""
     if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
         raise ValueError(f"burst must be a whole number >= 1, got {short_repr(burst)}")
@@ -115,7 +118,7 @@ def _window_item(emission_interval: Any, burst: Any, prefix: str) -> RateLimitIt
             "Choose them so that it is a whole number of seconds >= 1 (with the default "
             "burst, which is rate, the window is `per` seconds)"
         )
-    return RateLimitItemPerSecond(burst, seconds, namespace=prefix)
+    return RateLimitItemPerSecond(burst, seconds, namespace=namespace)
 
 
 def _check_storage(storage: Any, options: Any) -> AsyncStorage:
@@ -160,14 +163,14 @@ def _check_storage(storage: Any, options: Any) -> AsyncStorage:
 
 
 def _check_strategy(strategy: Any) -> tuple[str, type[LimitsStrategy]]:
-    if isinstance(strategy, str) and strategy in STRATEGIES:
-        return strategy, STRATEGIES[strategy]
+    if isinstance(strategy, str) and strategy in _STRATEGIES:
+        return strategy, _STRATEGIES[strategy]
     if isinstance(strategy, type) and issubclass(strategy, LimitsStrategy):
-        for name, known in STRATEGIES.items():
+        for name, known in _STRATEGIES.items():
             if strategy is known:
                 return name, strategy
         return strategy.__name__, strategy
-    names = ", ".join(repr(name) for name in STRATEGIES)
+    names = ", ".join(repr(name) for name in _STRATEGIES)
     raise ValueError(
         f"strategy must be one of {names} or a limits.aio.strategies.RateLimiter subclass, "
         f"got {short_repr(strategy)}"
@@ -175,9 +178,9 @@ def _check_strategy(strategy: Any) -> tuple[str, type[LimitsStrategy]]:
 
 
 def _check_prefix(prefix: Any) -> str:
-    if not isinstance(prefix, str) or not _PLAIN_KEY.fullmatch(prefix):
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise ValueError(
-            f"prefix must be 1 to 128 letters, digits or any of '_.:-', got {short_repr(prefix)}"
+            f"prefix must be 1 to 64 letters, digits or any of '_.:-', got {short_repr(prefix)}"
         )
     return prefix
 
@@ -193,9 +196,10 @@ class LimitsStore:
             `"sliding-window-counter"`, or a `limits.aio.strategies.RateLimiter` subclass.
             No default: the strategies admit bursts differently (see below), so the choice
             is yours.
-        prefix: the namespace of this store's keys in the storage (1 to 128 letters,
-            digits or `_.:-`, default `"resilient"`). Some limits storages add their own
-            in front (`RedisStorage` adds `LIMITS:`).
+        prefix: the namespace of this store's keys in the storage (1 to 64 letters,
+            digits or `_.:-`, default `"resilient"`). The strategy's name follows it, so
+            that stores of different strategies never share a key, and some limits
+            storages add their own in front (`RedisStorage` adds `LIMITS:`).
         options: keyword arguments for the storage, when `storage` is a URI (for example
             `{"implementation": "redispy"}`, which `RedisStorage` takes to run on the
             client it names rather than on coredis). `None` (default) for none.
@@ -253,6 +257,7 @@ class LimitsStore:
     __slots__ = (
         "_clock",
         "_items",
+        "_namespace",
         "_storage",
         "_strategy",
         "_strategy_name",
@@ -271,6 +276,9 @@ class LimitsStore:
     ) -> None:
         self._strategy_name, strategy_type = _check_strategy(strategy)
         self.prefix = _check_prefix(prefix)
+        # Strategies keep different data under the same key (a counter, a list): each has
+        # a namespace of its own.
+        self._namespace = f"{self.prefix}/{self._strategy_name}"
         self._clock = check_clock(clock)
         self._storage = _check_storage(storage, options)
         try:
@@ -301,11 +309,16 @@ class LimitsStore:
         """The limits strategy that counts them, running on `storage`."""
         return self._strategy
 
+    @property
+    def strategy_name(self) -> str:
+        """The strategy's name: limits' own (`"moving-window"`), or its class's name."""
+        return self._strategy_name
+
     def _item(self, emission_interval: float, burst: int) -> RateLimitItem:
         items = self._items
         item = items.get((emission_interval, burst))
         if item is None:
-            item = _window_item(emission_interval, burst, self.prefix)
+            item = _window_item(emission_interval, burst, self._namespace)
             if len(items) >= _MAX_ITEMS:
                 items.clear()
             items[(emission_interval, burst)] = item
