@@ -221,15 +221,16 @@ class LimitsStore:
     `RateLimiter(100, per=60.0)` its `100/minute`.
 
     **Decisions.** Each decision is limits' `hit`, then `get_window_stats` for what is left
-    and when the window opens: two round trips to the storage (three for a fixed-window
-    request of several permits, which is tested first, since limits' fixed window counts a
-    refused hit). They are atomic each, not together: under contention `remaining` and
-    `retry_after` are read just after the decision. `retry_after` is the reset time limits
-    reports less the wall clock now: for the fixed window, when the window resets (exact in
-    memory; a server that keeps expiry in whole seconds rounds it); for the moving window,
-    when its oldest permit leaves (early for a request of several permits); for the
-    sliding window counter, limits' estimate of when its count next falls. When limits
-    reports a time already past, the store looks again after 50 ms.
+    and when the window opens: two calls into limits (three for a fixed-window request of
+    several permits, which is tested first, since limits' fixed window counts a refused
+    hit), each one or two round trips to a server. They are atomic each, not together:
+    under contention `remaining` and `retry_after` are read just after the decision.
+    `retry_after` is the reset time limits reports less the wall clock now: for the fixed
+    window, when the window resets (exact in memory; a server that keeps expiry in whole
+    seconds rounds it); for the moving window, when its oldest permit leaves (early for a
+    request of several permits); for the sliding window counter, limits' estimate of when
+    its count next falls. When limits reports a time already past, the store looks again
+    after 50 ms.
 
     **Waiting.** A window cannot reserve a permit ahead of time the way the bucket does, so
     when the limiter lets a caller wait (`max_wait`), the store itself sleeps until the
@@ -365,6 +366,8 @@ class LimitsStore:
                 left = max(0, min(burst, stats.remaining))
                 return Decision(True, 0.0, 0.0, left, stats.reset_time)
             stats = await strategy.get_window_stats(item, name)
+            # limits gives reset times on the wall clock (its own, or its server's expiry
+            # added to it): only the wall clock turns them into seconds from now.
             retry_after = stats.reset_time - time.time()
             if retry_after <= EPSILON:
                 retry_after = _LOOK_AGAIN
