@@ -146,11 +146,14 @@ class MemoryStore:
             slot = (slot + 1) & self._mask
         shard = self._shards[slot]
         others = self._size - len(shard)
-        if others + len(shard) >= self.max_keys or (shard and min(shard.values()) <= now):
-            # Drop the keys whose bucket is full again: they decide exactly like unknown
-            # keys. (Reading the values is cheap; copying the shard is what costs.)
-            for key in [key for key, tat in shard.items() if tat <= now]:
-                del shard[key]
+        # Reading the values is cheap; going through the keys and copying the shard is not.
+        expired = bool(shard) and min(shard.values()) <= now
+        if expired or others + len(shard) >= self.max_keys:
+            if expired:
+                # Drop the keys whose bucket is full again: they decide exactly like
+                # unknown keys.
+                for key in [key for key, tat in shard.items() if tat <= now]:
+                    del shard[key]
             excess = others + len(shard) + 1 - self.max_keys
             if excess > 0:
                 # Still full of live keys: forget this shard's oldest-inserted ones, a
