@@ -84,6 +84,9 @@ and named under its table; the rest of the group still runs.
 | Timeout, CircuitBreaker, Bulkhead, RateLimiter | `async with` adds at most 1.0x what the same policy's decorator adds |
 | Fallback | `Fallback(value=...)` decorator adds at most 1.0x what nopanic's `@fallback(...)` adds, on a call that succeeds and on one that fails |
 | Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore`, 0.5x the same peers nested, and 0.5x nopanic's `compose` of its own five |
+| Scaling | the slowest `RateLimiter.acquire()` at 1M live keys takes at most 1 ms, and the median call at 1M keys at most 1.5x the median at 1k |
+| Scaling | `CircuitBreaker()` holds at most 1,500 bytes and at most 1.5x nopanic's breaker; a count window of 100,000 calls at most 64 KiB |
+| Scaling | cancelling 40k queued Bulkhead waiters newest-first takes at most 0.1x what `asyncio.Semaphore` takes, oldest-first at most 1.0x |
 
 ### Where the per-span goal stands
 
@@ -131,15 +134,55 @@ ticket from `__aenter__` to `__aexit__` is the context-variable round trip.
 ## Running it
 
 ```bash
-make bench                                     # installs the peers, runs every group (~2 min)
-make bench BENCH_ARGS="--processes 3"          # each group in 3 fresh processes (~4 min)
+make bench                                     # installs the peers, runs every group (~8 min)
+make bench BENCH_ARGS="--processes 3"          # each group in 3 fresh processes (~10 min)
 make bench BENCH_ARGS="--only retry,timeout"   # some groups only
 make bench BENCH_ARGS="--quick"                # a few seconds, rough numbers
 make bench BENCH_ARGS="--write-docs"           # rewrite this page with the new tables
 ```
 
 The groups are `retry`, `timeout`, `telemetry`, `circuit_breaker`, `bulkhead`, `rate_limit`,
-`fallback`, `pipeline` and `throughput`; each lives in `benchmarks/group_<name>.py`, and the measuring
+`fallback`, `pipeline`, `throughput` and `scaling` (the last takes about five minutes of the
+run, see [Scaling](#scaling)); each lives in `benchmarks/group_<name>.py`, and the measuring
 loop in `benchmarks/_harness.py`. The exit status is non-zero only when something broke (a
 hang, a crashed group), never because a goal was missed: on a busy machine, run it again.
+"""
+
+SCALING_INTRO = """\
+## Scaling
+
+The tables above measure one call at a time with one key, one task and one breaker. A
+service grows: its rate limiter meets a key per client, its policies see thousands of
+concurrent requests, it keeps a breaker per upstream host, and under a burst it cancels
+whole queues of waiters. The scaling group (`benchmarks/group_scaling.py`) measures each of
+these at several sizes in one run, beside the peers, and draws the growth as charts with
+log-log axes (a flat line is a cost that does not grow; a line parallel to the diagonal
+grows in proportion to the size).
+
+- **A fresh interpreter per row.** Every row (one library, one size) runs in a new Python
+  process, so that one library's garbage, caches or background tasks never land on
+  another's figures.
+- **Rate-limit keys.** N distinct keys, one permit each, then N/10 more calls on new keys
+  (at least 500), each call followed by one turn of the event loop (where a library's
+  background work runs). The median is over the calls past N, the loop turn subtracted; the
+  slowest call is over the whole run, as a service growing to N keys would feel it, and is
+  read on the thread's CPU clock, so that a pause the scheduler imposes on a shared
+  machine is not taken for a pause the library imposes on the event loop. *Live*
+  keys never expire (`RateLimiter(1, per=3600)`); *expiring* keys are full again a
+  millisecond later. Memory is how much the heap grew while the N keys went in, read from
+  the allocators (pymalloc's allocated blocks plus `malloc`'s bytes in use, Linux only;
+  `tracemalloc` would slow every call about tenfold): the key strings the library keeps are
+  part of it. A row still filling its table when its time budget runs out stops there and
+  says so; its larger sizes are not run.
+- **Concurrent tasks.** T tasks each make one call through one shared policy, and every
+  call waits on an event until all T are inside: time per call is the run's time over T,
+  memory the heap held per task at that peak.
+- **Breakers.** N breakers with their defaults, their bytes counted by `tracemalloc` once
+  built and once each has guarded one call.
+- **Cancellation.** One task holds the only slot of a bulkhead (or a semaphore) and N more
+  wait; the time is from the first `task.cancel()` until every waiter has ended, newest
+  first or oldest first.
+
+`make bench BENCH_ARGS="--only scaling --write-docs"` rewrites this part alone (about five
+minutes); the other groups leave it as it is.
 """

@@ -208,6 +208,8 @@ class GroupResult:
     notes: list[str] = field(default_factory=list)
     intro: str = ""
     failed: bool = False  # a hard failure (a hang, a crashed subprocess): exit non-zero
+    # Drawn into docs/img/ by `run.py --write-docs` and shown under the table (_svg.Chart).
+    charts: list[Any] = field(default_factory=list)
 
 
 @dataclass

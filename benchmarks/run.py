@@ -2,12 +2,17 @@
 
 Usage (from the repository root; `make bench` installs the peers and runs this):
 
-    python benchmarks/run.py                      # every group, full length (~2-3 minutes)
+    python benchmarks/run.py                      # every group, full length (~8 minutes)
     python benchmarks/run.py --quick              # a short run, for smoke tests
     python benchmarks/run.py --only timeout,retry # some groups only
     python benchmarks/run.py --processes 3        # each group in 3 fresh processes, combined
     python benchmarks/run.py --seed 1234          # repeat a run's round order
     python benchmarks/run.py --write-docs         # also rewrite docs/performance.md
+    python benchmarks/run.py --only scaling --write-docs  # only the scaling part of it
+
+The scaling group (several minutes in full) has a part of the page of its own, with its
+charts in docs/img/: a run that leaves it out keeps that part as it was, and a run of the
+scaling group alone keeps the per-call tables.
 
 A case whose import fails (a peer not installed, a policy that has not landed yet) is
 skipped and named in the output; the rest of its group still runs. Goals are reported, not
@@ -57,10 +62,18 @@ GROUPS: dict[str, str] = {
     "fallback": "group_fallback",
     "pipeline": "group_pipeline",
     "throughput": "group_throughput",
+    "scaling": "group_scaling",
 }
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
+IMAGES = DOCS.parent / "img"
+SCALING = "scaling"  # the group with a part of the page of its own
+
+# The page: _docs.INTRO, the per-call results, _docs.SCALING_INTRO, the scaling results.
+RESULTS_HEADING = "## Results\n"
+SCALING_HEADING = "## Scaling\n"  # the first line of _docs.SCALING_INTRO
+SCALING_MARKER = "<!-- scaling results: written by benchmarks/run.py, see _docs.py -->\n"
 
 
 # A child measures one standard group and prints its Measurement as JSON; it gets this long.
@@ -123,7 +136,8 @@ def _child(key: str, settings_json: str) -> int:
     return 0
 
 
-def render_group(result: GroupResult) -> str:
+def render_group(result: GroupResult, *, charts: bool = False) -> str:
+    """The group's section; with `charts`, the images `write_charts` draws follow it."""
     parts = [f"### {result.title}", ""]
     if result.intro:
         parts += [result.intro, ""]
@@ -132,7 +146,22 @@ def render_group(result: GroupResult) -> str:
     if extra:
         parts.append("")
         parts += [f"- {line}" for line in extra]
+    if charts:
+        for chart in result.charts:
+            parts += ["", f"![{chart.alt or chart.title}]({IMAGES.name}/{chart.name}.svg)"]
     return "\n".join(parts)
+
+
+def write_charts(results: Sequence[GroupResult]) -> list[Path]:
+    """Draw every chart of `results` into docs/img/ (see _svg.py)."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    written = []
+    for result in results:
+        for chart in result.charts:
+            path = IMAGES / f"{chart.name}.svg"
+            path.write_text(chart.svg(), encoding="utf-8")
+            written.append(path)
+    return written
 
 
 def render_summary(goals: Sequence[GoalResult]) -> str:
@@ -170,12 +199,34 @@ def environment(command: str, seed: int) -> str:
     )
 
 
-def write_docs(body: str, env_line: str, settings: Settings) -> None:
-    from _docs import INTRO
+def write_docs(results: str | None, scaling: str | None, settings: Settings) -> None:
+    """Rewrite the page: the hand-written parts from _docs.py, the per-call results and the
+    scaling results; results given as None keep what the page held."""
+    from _docs import INTRO, SCALING_INTRO
 
-    intro = INTRO.format(rounds=settings.rounds)
+    old = DOCS.read_text(encoding="utf-8") if DOCS.exists() else ""
+    old_results = old.partition(RESULTS_HEADING)[2].partition("\n" + SCALING_HEADING)[0]
+    old_scaling = old.partition(SCALING_MARKER)[2]
+    measured = results is not None
+    if results is None:
+        results = old_results.strip() or "Not measured yet."
+    if scaling is None:
+        scaling = old_scaling.strip() or "Not measured yet."
+    # Kept results were measured with some earlier settings: the full ones, as a rule.
+    rounds = settings.rounds if measured else Settings.full().rounds
+    intro = INTRO.format(rounds=rounds)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(f"{intro}\n## Results\n\n{env_line}\n\n{body}\n", encoding="utf-8")
+    DOCS.write_text(
+        f"{intro}\n{RESULTS_HEADING}\n{results}\n\n{SCALING_INTRO}\n{SCALING_MARKER}{scaling}\n",
+        encoding="utf-8",
+    )
+
+
+def scaling_results(results: Sequence[GroupResult], env_line: str) -> str:
+    """The scaling group's results on the page: the run, its goals, its tables and charts."""
+    goals = [goal for result in results for goal in result.goals]
+    sections = [render_group(result, charts=True) for result in results]
+    return "\n\n".join([env_line, "### Scaling goals\n\n" + render_summary(goals), *sections])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     sections: list[str] = []
     goals: list[GoalResult] = []
+    scaling: list[GroupResult] = []
     broken = False
     for key in keys:
         try:
@@ -243,16 +295,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for part in result if isinstance(result, list) else [result]:
             broken = broken or part.failed
-            section = render_group(part)
-            sections.append(section)
-            goals += part.goals
-            print(section + "\n", flush=True)
+            print(render_group(part) + "\n", flush=True)
+            if key == SCALING:
+                scaling.append(part)
+            else:
+                sections.append(render_group(part))
+                goals += part.goals
 
-    summary = "### Goals\n\n" + render_summary(goals)
-    print(summary)
+    all_goals = goals + [goal for part in scaling for goal in part.goals]
+    print("### Goals\n\n" + render_summary(all_goals))
     print(f"\n(measured in {time.perf_counter() - started:.0f} s)")
     if args.write_docs:
-        write_docs("\n\n".join([summary, *sections]), env_line, settings)
+        results = None
+        if sections:
+            results = "\n\n".join([env_line, "### Goals\n\n" + render_summary(goals), *sections])
+        scaling_text = None
+        if scaling:
+            written = write_charts(scaling)
+            scaling_text = scaling_results(scaling, env_line)
+            print(f"wrote {len(written)} charts into {IMAGES.relative_to(ROOT)}")
+        write_docs(results, scaling_text, settings)
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 1 if broken else 0
 

@@ -48,3 +48,74 @@ def test_quick_timeout_in_two_processes_reports_the_range_and_seeds() -> None:
     assert "range over 2 processes" in proc.stdout
     assert "round order seeds 7, 8" in proc.stdout
     assert "| range over processes |" in proc.stdout
+
+
+def test_quick_scaling_benchmark_reports_every_part() -> None:
+    # Peers that are not installed (CI installs no bench group) become "not installed" cells;
+    # resilient's own rows and asyncio's always run.
+    proc = run_bench("--quick", "--only", "scaling")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for title in (
+        "Scaling (a): rate-limit keys, live",
+        "Scaling (a): rate-limit keys, expiring",
+        "Scaling (b): concurrent tasks through one policy, µs per call",
+        "Scaling (b): concurrent tasks through one policy, bytes per task",
+        "Scaling (c): memory of circuit breakers",
+        "Scaling (d): cancelling queued waiters",
+    ):
+        assert f"### {title}\n" in proc.stdout
+    assert "| 1k | **resilient RateLimiter** | " in proc.stdout
+    assert "| **Pipeline of five** | " in proc.stdout
+    assert "| 200 | newest-first | " in proc.stdout
+    assert "failed:" not in proc.stdout
+
+
+@pytest.fixture
+def benchmarks_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return ROOT / "benchmarks"
+
+
+def test_chart_draws_one_line_per_measured_series(benchmarks_path: Path) -> None:
+    from xml.etree import ElementTree
+
+    from _svg import Chart, Series
+
+    chart = Chart(
+        "example",
+        "Time per call",
+        "keys",
+        "time",
+        [
+            Series("ours", [(1e3, 1e-6), (1e6, 2e-6)]),
+            Series("peer", [(1e3, 1e-5), (1e4, None)], dashed=True),
+            Series("never ran", []),
+        ],
+    )
+    svg = ElementTree.fromstring(chart.svg())
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 2
+    assert lines[1].get("stroke-dasharray") is not None
+    labels = [text.text for text in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "never ran (not measured)" in labels
+    assert {"1k", "10k", "100k", "1M", "1 µs", "10 µs"} <= set(labels)
+
+
+def test_writing_one_part_of_the_page_keeps_the_other(
+    benchmarks_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import run
+    from _harness import Settings
+
+    monkeypatch.setattr(run, "DOCS", tmp_path / "performance.md")
+    settings = Settings.quick_run()
+    run.write_docs("per-call tables, first run", "scaling tables, first run", settings)
+    run.write_docs("per-call tables, second run", None, settings)
+    page = run.DOCS.read_text(encoding="utf-8")
+    assert "per-call tables, second run" in page
+    assert "scaling tables, first run" in page
+    run.write_docs(None, "scaling tables, second run", settings)
+    page = run.DOCS.read_text(encoding="utf-8")
+    assert "per-call tables, second run" in page
+    assert "scaling tables, second run" in page
+    assert "first run" not in page
