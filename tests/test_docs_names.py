@@ -40,16 +40,13 @@ COMING_NAMES = (
     "resilient.load_shedding",
     "resilient.health",
     "resilient.interop",
-    "resilient.storage.RedisStore",
     "resilient.Hedge",
     "resilient.AdaptiveThrottle",
     "resilient.Chaos",
     "resilient.ThrottledError",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
-    "resilient.StorageUnavailableError",  # likewise, until a store shared between processes
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
-    "RedisStore",
     "ResilientTransport",
     "LoadShedder",
     "LoadSheddingMiddleware",
@@ -61,15 +58,13 @@ COMING_NAMES = (
     "Chaos",
     "ThrottledError",
     "LoadShedError",
-    "StorageUnavailableError",
-    "on_unavailable",
 )
 
 #: Words in prose for the same parts.
 COMING_WORDS = (
     r"\bload[- ]shedding\b",
-    r"\bredis\b",
-    r"\b(?:between|across|several) processes\b",
+    r"\bshared breakers?\b",
+    r"\bbreaker state (?:shared|on redis)\b",
 )
 
 _MARKER = re.compile(r"\bcoming\b|\bnot (?:built|available) yet\b", re.IGNORECASE)
@@ -266,7 +261,7 @@ def test_parts_not_built_yet_are_called_coming() -> None:
 
 
 #: Declared ahead of the part that will raise them, so that code can already catch them.
-DECLARED_AHEAD = ("resilient.LoadShedError", "resilient.StorageUnavailableError")
+DECLARED_AHEAD = ("resilient.LoadShedError",)
 
 
 @pytest.mark.parametrize(
