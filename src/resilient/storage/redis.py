@@ -124,7 +124,8 @@ class RedisStore:
     Args:
         client_or_url: a `redis://`, `rediss://` or `unix://` URL, from which the store
             builds a `redis.asyncio.Redis` of its own (socket timeouts of `timeout`
-            seconds, no retries: the store decides what a failure means), or a
+            seconds; a connection error is retried once at once, on a fresh connection,
+            and nothing else: the store decides what a failure means), or a
             `redis.asyncio.Redis` or `redis.asyncio.RedisCluster` client you built
             (its own settings apply; the store bounds each round trip by `timeout`).
         prefix: the start of every key the store writes (a non-empty string without
@@ -261,9 +262,10 @@ class RedisStore:
                 url,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
-                # A script that timed out may have run: sending it again could take
-                # permits twice. The store's own breaker handles failures.
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry on a connection error, on a fresh connection: after
+                # Redis restarts, every pooled connection is dead and fails once. Not on a
+                # timeout: the store's own deadline and availability guard handle those.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
         except ValueError as exc:
             raise ValueError(
