@@ -29,7 +29,9 @@ def test_public_classes_report_the_public_module(name: str) -> None:
         assert value.__module__ == "resilient"
 
 
-@pytest.mark.parametrize("module", ["resilient.telemetry", "resilient.testing"])
+@pytest.mark.parametrize(
+    "module", ["resilient.storage", "resilient.telemetry", "resilient.testing"]
+)
 def test_subpackages_declare_their_exports(module: str) -> None:
     mod = importlib.import_module(module)
     assert list(mod.__all__) == sorted(mod.__all__)
