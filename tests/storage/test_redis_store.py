@@ -314,8 +314,8 @@ async def test_a_nonce_gives_back_one_reservation_once(store: RedisStore) -> Non
 
     store._execute = spy
     await take(store, "k", cost=2)
-    nonce = calls[-1][8]
-    refund_args = ("n", nonce, repr(T), 2, "")
+    nonce = calls[-1][4].split()[4]  # EVALSHA sha 1 key "T burst cost max_wait nonce"
+    refund_args = f"n {nonce} {T!r} 2"
     assert await store._call("refund", store._key("k"), refund_args, False) == 1
     assert await store._call("refund", store._key("k"), refund_args, False) == 0
     assert await store.peek("k", emission_interval=T, burst=BURST) == BURST

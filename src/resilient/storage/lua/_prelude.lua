@@ -7,9 +7,9 @@
 -- same double), and `n`, the nonce of the request that wrote it (a request cancelled in
 -- flight gives its permits back by nonce, since it never saw its receipt).
 
--- Scripts that read TIME must replicate their effects, not their text (the default from
--- Redis 7; Redis 5 and 6 need the call).
-if redis.replicate_commands then
+-- Scripts that read TIME must replicate their effects, not their text: the default from
+-- Redis 7 (which is also when REDIS_VERSION_NUM appeared); Redis 5 and 6 need the call.
+if not redis.REDIS_VERSION_NUM then
   redis.replicate_commands()
 end
 
@@ -22,9 +22,19 @@ local EPSILON = 1e-9
 -- what a 64-bit millisecond clock holds.
 local MAX_TTL_MS = 70368744177664
 
+-- A script's arguments arrive as one ARGV string of fields separated by spaces: each
+-- argument costs a client more to send than a few characters do.
+local function fields(text)
+  local found = {}
+  for field in string.gmatch(text, '%S+') do
+    found[#found + 1] = field
+  end
+  return found
+end
+
 -- The server's time, or the fixed time a test gives in `override` (never set in service).
 local function clock(override)
-  if override ~= nil and override ~= '' then
+  if override ~= nil then
     return tonumber(override)
   end
   local t = redis.call('TIME')
@@ -33,6 +43,11 @@ end
 
 local function fmt(x)
   return string.format('%.17g', x)
+end
+
+-- A decision as one string: `allowed seconds remaining tat`.
+local function reply(allowed, seconds, left, tat)
+  return string.format('%d %.17g %.17g %.17g', allowed, seconds, left, tat)
 end
 
 -- _gcra.remaining: whole permits a request could take at `now` without waiting.

@@ -1,5 +1,6 @@
 -- Whole permits a request on the key could take now: _gcra.remaining. Changes nothing.
--- KEYS[1]: the bucket. ARGV: emission interval (s), burst, fixed time ('' for the server's).
-local now = clock(ARGV[3])
+-- KEYS[1]: the bucket. ARGV[1]: "<emission interval (s)> <burst> [<fixed time>]".
+local arg = fields(ARGV[1])
+local now = clock(arg[3])
 local tat = tonumber(redis.call('HGET', KEYS[1], 't'))
-return remaining(tat, now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+return remaining(tat, now, tonumber(arg[1]), tonumber(arg[2]))

@@ -1,26 +1,27 @@
 -- Give back the key's latest reservation of `cost` permits: _gcra.refund. The reservation
 -- is named by its receipt (the `tat` its decision returned) or, for a request cancelled
 -- before it saw its decision, by the nonce it was sent with.
--- KEYS[1]: the bucket. ARGV: 't' or 'n', the receipt or nonce, emission interval (s),
--- cost, fixed time ('' for the server's).
+-- KEYS[1]: the bucket. ARGV[1]: "<t or n> <receipt or nonce> <emission interval (s)> <cost>
+-- [<fixed time>]".
 -- Returns 1 when the permits were given back, 0 when nothing changed.
 local key = KEYS[1]
-local T = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
+local arg = fields(ARGV[1])
+local T = tonumber(arg[3])
+local cost = tonumber(arg[4])
 
 local state = redis.call('HMGET', key, 't', 'n')
 local stored = tonumber(state[1])
 if stored == nil then
   return 0
 end
-if ARGV[1] == 't' then
-  if stored ~= tonumber(ARGV[2]) then
+if arg[1] == 't' then
+  if stored ~= tonumber(arg[2]) then
     return 0
   end
-elseif state[2] ~= ARGV[2] then
+elseif state[2] ~= arg[2] then
   return 0
 end
-local now = clock(ARGV[5])
+local now = clock(arg[5])
 local restored = stored - cost * T
 if restored > now + EPSILON then
   -- No nonce: the reservation that is now the latest was not made by this request.
