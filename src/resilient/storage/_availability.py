@@ -15,6 +15,7 @@ breaker state later) shares one `Availability`, since they share one backend.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Final, Literal
 
 from resilient.telemetry._core import PolicyTelemetry
@@ -95,10 +96,21 @@ class Availability:
     after a round trip that succeeded, `failures` (zero: nothing to record).
     """
 
-    __slots__ = ("_cool_down", "_down_since", "failures", "probing", "retry_at", "telemetry")
+    __slots__ = (
+        "_cool_down",
+        "_down_since",
+        "_now",
+        "failures",
+        "probing",
+        "retry_at",
+        "telemetry",
+    )
 
-    def __init__(self, telemetry: PolicyTelemetry) -> None:
+    def __init__(
+        self, telemetry: PolicyTelemetry, *, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.telemetry = telemetry
+        self._now = now
         #: Failed round trips in a row while up.
         self.failures = 0
         #: None while up; when down, the moment from which one caller may probe.
@@ -114,7 +126,7 @@ class Availability:
 
     def may_probe(self) -> bool:
         """While down: whether this caller should try the backend (then it is the probe)."""
-        if self.probing or time.monotonic() < (self.retry_at or 0.0):
+        if self.probing or self._now() < (self.retry_at or 0.0):
             return False
         self.probing = True
         return True
@@ -126,12 +138,12 @@ class Availability:
         if self.retry_at is not None:
             self.retry_at = None
             self._cool_down = COOL_DOWN
-            down_for = time.monotonic() - self._down_since
+            down_for = self._now() - self._down_since
             self.telemetry.emit(UP, {ATTR_DOWN_DURATION: down_for})
 
     def failed(self, error: BaseException, *, probe: bool) -> None:
         """A round trip failed with `error` (`probe`: it was this caller's probe)."""
-        now = time.monotonic()
+        now = self._now()
         if self.retry_at is None:
             self.failures += 1
             if self.failures >= FAILURES_TO_OPEN:

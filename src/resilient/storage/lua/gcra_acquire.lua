@@ -5,12 +5,12 @@
 -- Returns one string, "<allowed (1 or 0)> <wait if allowed else retry_after (s)> <remaining>
 -- <tat>": a single bulk reply reads several times faster in a client than an array.
 local key = KEYS[1]
-local arg = fields(ARGV[1])
-local T = tonumber(arg[1])
-local burst = tonumber(arg[2])
-local cost = tonumber(arg[3])
-local max_wait = tonumber(arg[4])
-local now = clock(arg[6])
+local argv = fields(ARGV[1])
+local T = tonumber(argv[1])
+local burst = tonumber(argv[2])
+local cost = tonumber(argv[3])
+local max_wait = tonumber(argv[4])
+local now = clock(argv[6])
 
 local tat = tonumber(redis.call('HGET', key, 't'))
 -- _gcra.admit
@@ -20,7 +20,7 @@ local wait = new_tat - burst * T - now
 if wait > max_wait + EPSILON then
   return reply(0, wait, remaining(tat, now, T, burst), tat == nil and now or tat)
 end
-store(key, new_tat, now, arg[5])
+store(key, new_tat, now, argv[5])
 if wait <= EPSILON then
   wait = 0
 end

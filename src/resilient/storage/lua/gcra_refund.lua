@@ -5,23 +5,23 @@
 -- [<fixed time>]".
 -- Returns 1 when the permits were given back, 0 when nothing changed.
 local key = KEYS[1]
-local arg = fields(ARGV[1])
-local T = tonumber(arg[3])
-local cost = tonumber(arg[4])
+local argv = fields(ARGV[1])
+local T = tonumber(argv[3])
+local cost = tonumber(argv[4])
 
 local state = redis.call('HMGET', key, 't', 'n')
 local stored = tonumber(state[1])
 if stored == nil then
   return 0
 end
-if arg[1] == 't' then
-  if stored ~= tonumber(arg[2]) then
+if argv[1] == 't' then
+  if stored ~= tonumber(argv[2]) then
     return 0
   end
-elseif state[2] ~= arg[2] then
+elseif state[2] ~= argv[2] then
   return 0
 end
-local now = clock(arg[5])
+local now = clock(argv[5])
 local restored = stored - cost * T
 if restored > now + EPSILON then
   -- No nonce: the reservation that is now the latest was not made by this request.
