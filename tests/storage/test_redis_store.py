@@ -211,6 +211,20 @@ async def test_a_key_is_its_bytes_given_as_str_or_bytes(store: RedisStore) -> No
     assert not await take(store, "é")
 
 
+async def test_a_client_that_decodes_responses_works_alike(redis_url: str, prefix: str) -> None:
+    decoding = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = RedisStore(decoding, prefix=prefix, on_unavailable="deny")
+        decision = await store.acquire("k", emission_interval=T, burst=BURST, cost=3, max_wait=0)
+        assert (decision.allowed, decision.remaining) == (True, 1)
+        rejected = await store.acquire("k", emission_interval=T, burst=BURST, cost=2, max_wait=0)
+        assert not rejected.allowed
+        assert rejected.retry_after == pytest.approx(T, abs=0.05)
+        assert await store.peek("k", emission_interval=T, burst=BURST) == 1
+    finally:
+        await decoding.aclose()
+
+
 async def test_a_bucket_expires_when_it_is_full_again(
     store: RedisStore, client: redis.asyncio.Redis
 ) -> None:
