@@ -41,6 +41,8 @@ __all__ = ("RedisStore",)
 _INSTALL: Final = "pip install 'resilient-patterns[redis]'"
 #: The schemes redis-py's `from_url` accepts.
 _SCHEMES: Final = ("redis", "rediss", "unix")
+#: Most "allow" decisions kept for reuse (one per burst and cost in use).
+_MAX_ALLOWED: Final = 256
 #: Characters a prefix may not hold: they would move a key's cluster hash tag.
 _BRACES: Final = frozenset("{}")
 
@@ -176,6 +178,7 @@ class RedisStore:
 
     __slots__ = (
         "_acquire_sha",
+        "_allowed",
         "_client",
         "_execute",
         "_fallback_attrs",
@@ -246,6 +249,8 @@ class RedisStore:
         self._guard = Availability(self._telemetry)
         self._fallback_attrs = {ATTR_MODE: self.on_unavailable}
         self._local = MemoryStore() if self.on_unavailable == "local" else None
+        # "allow" decisions, made once per (burst, cost): every call while Redis is down.
+        self._allowed: dict[tuple[int, int], Decision] = {}
         # Nonces name a request that is cancelled before it sees its decision: unique
         # per store (a random start) and per request (a counter).
         self._nonces = map(f"{os.urandom(6).hex()}-{{:x}}".format, itertools.count())
@@ -394,9 +399,6 @@ class RedisStore:
         probe = guard.may_probe()
         return probe, probe
 
-    def _fell_back(self) -> None:
-        self._telemetry.emit(FALLBACK, self._fallback_attrs)
-
     def _denied(self, cause: BaseException | None) -> StorageUnavailableError:
         reason = "is down" if cause is None else f"cannot be reached ({cause})"
         error = StorageUnavailableError(
@@ -418,11 +420,18 @@ class RedisStore:
     ) -> Decision:
         """Admit, delay or reject a request for `cost` permits (see `Store.acquire`), in
         one round trip; when Redis cannot be reached, as `on_unavailable` says."""
-        go, probe = self._try_redis()
-        if not go:
-            return await self._acquire_unavailable(
-                key, emission_interval, burst, cost, max_wait, None
-            )
+        probe = False
+        if self._guard.retry_at is not None:
+            probe = self._guard.may_probe()
+            if not probe:
+                # Down: decide here, without a round trip (and, for "allow" and "deny",
+                # without another coroutine: this is every call while Redis is down).
+                decision = self._fallback(burst, cost, None)
+                if decision is None:
+                    decision = await self._local_acquire(
+                        key, emission_interval, burst, cost, max_wait
+                    )
+                return decision
         store_key = self._key(key)
         nonce = next(self._nonces)
         args = f"{emission_interval!r} {burst} {cost} {max_wait!r} {nonce}{self._fixed_now()}"
@@ -434,9 +443,10 @@ class RedisStore:
             except BaseException as exc:
                 reply = await self._recover(exc, "acquire", store_key, args, trip, probe)
         except _Unavailable as unavailable:
-            return await self._acquire_unavailable(
-                key, emission_interval, burst, cost, max_wait, unavailable.cause
-            )
+            decision = self._fallback(burst, cost, unavailable.cause)
+            if decision is None:
+                decision = await self._local_acquire(key, emission_interval, burst, cost, max_wait)
+            return decision
         except BaseException:
             # Cancelled in flight: the script may have run and taken permits nobody will
             # use. Give them back unless someone took permits after us.
@@ -459,25 +469,34 @@ class RedisStore:
             except Exception:
                 pass  # unrefunded permits just expire; the cancellation must propagate
 
-    async def _acquire_unavailable(
-        self,
-        key: str,
-        emission_interval: float,
-        burst: int,
-        cost: int,
-        max_wait: float,
-        cause: BaseException | None,
-    ) -> Decision:
-        self._fell_back()
-        local = self._local
-        if local is not None:
-            return await local.acquire(
-                key, emission_interval=emission_interval, burst=burst, cost=cost, max_wait=max_wait
-            )
-        if self.on_unavailable == "deny":
+    def _fallback(self, burst: int, cost: int, cause: BaseException | None) -> Decision | None:
+        """The `on_unavailable` decision for a request Redis could not take: allowed (as if
+        the bucket were full; NaN as the receipt, since there is nothing to refund), or
+        `StorageUnavailableError`, or None: ask the local store."""
+        telemetry = self._telemetry
+        if not telemetry.quiet():
+            telemetry.emit(FALLBACK, self._fallback_attrs)
+        mode = self.on_unavailable
+        if mode == "allow":
+            allowed = self._allowed.get((burst, cost))
+            if allowed is None:
+                if len(self._allowed) >= _MAX_ALLOWED:
+                    self._allowed.clear()
+                allowed = self._allowed[burst, cost] = Decision(
+                    True, 0.0, 0.0, burst - cost, math.nan
+                )
+            return allowed
+        if mode == "deny":
             raise self._denied(cause)
-        # "allow": as if the bucket were full. NaN as the receipt: nothing to refund.
-        return Decision(True, 0.0, 0.0, burst - cost, math.nan)
+        return None
+
+    async def _local_acquire(
+        self, key: str, emission_interval: float, burst: int, cost: int, max_wait: float
+    ) -> Decision:
+        assert self._local is not None
+        return await self._local.acquire(
+            key, emission_interval=emission_interval, burst=burst, cost=cost, max_wait=max_wait
+        )
 
     async def refund(self, key: str, *, tat: float, emission_interval: float, cost: int) -> bool:
         """Give back the key's latest reservation (see `Store.refund`). While Redis cannot
