@@ -144,9 +144,10 @@ class RedisStore:
         timeout: the longest, in seconds, that a decision waits for Redis (a number > 0,
             default 0.25). Past it, the decision goes to `on_unavailable`.
 
-    Each decision is one round trip: an atomic Lua script, loaded once and called by
-    `EVALSHA` (sent again if Redis answers `NOSCRIPT`, after a restart or a
-    `SCRIPT FLUSH`), running the same GCRA arithmetic as `MemoryStore` on the Redis
+    Each decision is one round trip: an atomic Lua script called by `EVALSHA` (a server
+    that answers `NOSCRIPT`, the first time or after a restart or a `SCRIPT FLUSH`, is
+    sent the script once with `EVAL`, which caches it again), running the same GCRA
+    arithmetic as `MemoryStore` on the Redis
     server's clock (`TIME`), so processes whose clocks disagree still share one limit.
     There is no lock and no read-then-write from the client. A bucket's key expires when
     its bucket is full again. User keys are hashed (any bytes, any length) into
