@@ -1,7 +1,10 @@
-"""Shared fixtures: both anyio backends, a fake clock, and in-memory OpenTelemetry."""
+"""Shared fixtures: both anyio backends, a fake clock, in-memory OpenTelemetry, and real
+Redis servers (see redis_servers.py)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from redis_servers import RedisCluster, RedisServer
 from resilient.testing import FakeClock
 
 
@@ -106,3 +110,48 @@ def telemetry() -> Iterator[Telemetry]:
     providers.baseline = providers._collect()
     yield providers
     providers.exporter.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a Redis server: `REDIS_URL`, or one started for the session."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """The URL of one node of a Redis Cluster of three masters: `REDIS_CLUSTER_URL`, or one
+    started for the session."""
+    given = os.environ.get("REDIS_CLUSTER_URL")
+    if given:
+        yield given
+        return
+    cluster = RedisCluster().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, to kill, pause and restart."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix no other test uses, so tests share servers without sharing state."""
+    return f"test-{uuid.uuid4().hex[:12]}"

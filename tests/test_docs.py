@@ -7,6 +7,10 @@ is skipped: keep that for fragments such as signatures.
 Each page runs in its own interpreter: pages install OpenTelemetry providers or switch
 telemetry off globally, and none of that may leak into the rest of the suite. Run one page
 by hand with `python tests/test_docs.py docs/getting-started.md`.
+
+A page that talks to Redis writes `redis://localhost:6379/0`; the test runs it against the
+test session's Redis server instead (the `redis_url` fixture), by that URL in
+`RESILIENT_DOCS_REDIS_URL`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RUN = "<!-- no-run -->"
+#: The Redis a page's snippets name, and the variable that points them at another one.
+DOCS_REDIS = "redis://localhost:6379/0"
+DOCS_REDIS_ENV = "RESILIENT_DOCS_REDIS_URL"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _PYTHON = {"python", "py", "python3"}
 
@@ -80,13 +87,17 @@ def python_blocks(text: str) -> list[Block]:
 def run_page(path: Path) -> int:
     """Run every runnable block of `path` in order, in one namespace; return their count."""
     blocks = [block for block in python_blocks(path.read_text()) if block.run]
+    redis_url = os.environ.get(DOCS_REDIS_ENV)
     module = types.ModuleType("docs_page_" + re.sub(r"\W", "_", path.stem))
     module.__file__ = str(path)
     sys.modules[module.__name__] = module
     namespace = module.__dict__
     with asyncio.Runner() as runner:
         for block in blocks:
-            tree = ast.parse(block.source, filename=str(path))
+            source = block.source
+            if redis_url:
+                source = source.replace(DOCS_REDIS, redis_url)
+            tree = ast.parse(source, filename=str(path))
             ast.increment_lineno(tree, block.line - 1)
             code = compile(tree, str(path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             if code.co_flags & inspect.CO_COROUTINE:
@@ -104,10 +115,12 @@ def pages_with_snippets() -> list[Path]:
 @pytest.mark.parametrize(
     "page", pages_with_snippets(), ids=lambda path: path.relative_to(ROOT).as_posix()
 )
-def test_page_snippets_run(page: Path) -> None:
+def test_page_snippets_run(page: Path, request: pytest.FixtureRequest) -> None:
     env = dict(os.environ)
     env.pop("OTEL_PYTHON_TRACER_PROVIDER", None)
     env.pop("OTEL_PYTHON_METER_PROVIDER", None)
+    if DOCS_REDIS in page.read_text():
+        env[DOCS_REDIS_ENV] = request.getfixturevalue("redis_url")
     done = subprocess.run(
         [sys.executable, "-W", "error", __file__, str(page)],
         cwd=ROOT,

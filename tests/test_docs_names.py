@@ -41,16 +41,13 @@ COMING_NAMES = (
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "resilient.storage.RedisStore",
     "resilient.Hedge",
     "resilient.AdaptiveThrottle",
     "resilient.Chaos",
     "resilient.ThrottledError",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
-    "resilient.StorageUnavailableError",  # likewise, until a store shared between processes
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
-    "RedisStore",
     "ResilientTransport",
     "LoadShedder",
     "LoadSheddingMiddleware",
@@ -62,15 +59,13 @@ COMING_NAMES = (
     "Chaos",
     "ThrottledError",
     "LoadShedError",
-    "StorageUnavailableError",
-    "on_unavailable",
 )
 
 #: Words in prose for the same parts.
 COMING_WORDS = (
     r"\bload[- ]shedding\b",
-    r"\bredis\b",
-    r"\b(?:between|across|several) processes\b",
+    r"\bshared breakers?\b",
+    r"\bbreaker state (?:shared|on redis)\b",
 )
 
 _MARKER = re.compile(r"\bcoming\b|\bnot (?:built|available) yet\b", re.IGNORECASE)
@@ -267,7 +262,7 @@ def test_parts_not_built_yet_are_called_coming() -> None:
 
 
 #: Declared ahead of the part that will raise them, so that code can already catch them.
-DECLARED_AHEAD = ("resilient.LoadShedError", "resilient.StorageUnavailableError")
+DECLARED_AHEAD = ("resilient.LoadShedError",)
 
 
 @pytest.mark.parametrize(

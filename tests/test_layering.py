@@ -14,8 +14,19 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "resilient"
 LAYERS: dict[str, set[str]] = {
     # Pure math: nothing but other pure helpers.
     "_gcra.py": set(),
-    # Stores: pure math and the private helpers below the policies, never a policy.
-    "storage": {"resilient._gcra", "resilient._clock", "resilient._validate", "resilient.storage"},
+    # Stores: pure math and the private helpers below the policies, never a policy. A shared
+    # store also raises StorageUnavailableError and reports its backend's health through
+    # the telemetry seam.
+    "storage": {
+        "resilient._gcra",
+        "resilient._clock",
+        "resilient._backend",
+        "resilient._validate",
+        "resilient.exceptions",
+        "resilient.telemetry._core",
+        "resilient.telemetry._spec",
+        "resilient.storage",
+    },
     # A store over another library: the same as the stores.
     "interop/limits.py": {"resilient._gcra", "resilient._clock", "resilient._validate"},
 }

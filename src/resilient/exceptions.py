@@ -9,7 +9,7 @@ The hierarchy::
     │   ├── RateLimitedError            a rate limiter has no permit within max_wait
     │   └── LoadShedError               reserved for load shedding (coming); never raised yet
     ├── TimeoutExceeded                 a Timeout's deadline passed; also a built-in TimeoutError
-    └── StorageUnavailableError         reserved for stores shared between processes (coming)
+    └── StorageUnavailableError         a shared store cannot be reached and is set to deny
 
 Catch `RejectedError` to handle every "the call was never attempted" case at once, for
 example to answer 503 with a `Retry-After` header taken from `retry_after`.
@@ -108,10 +108,12 @@ def _rebuild_timeout(message: str, timeout: float) -> TimeoutExceeded:
 
 
 class StorageUnavailableError(ResilienceError):
-    """Reserved for stores shared between processes (on Redis), which are coming in a later
-    release: it will be raised when such a store cannot be reached and the store is set to
-    deny calls rather than allow them.
+    """Raised by a store shared between processes (`resilient.storage.RedisStore`) built
+    with `on_unavailable="deny"`, when it cannot reach its backend: Redis did not answer
+    within the store's `timeout`, refused the connection, or has been counted as down
+    since several round trips in a row failed. The error that made Redis unreachable, when
+    there was one, is its `__cause__`.
 
-    Nothing raises it yet: the only store today, `resilient.storage.MemoryStore`, lives in the
-    process and is always available.
+    It is not a `RejectedError`: the call was turned away because the limit could not be
+    checked, not because it was over the limit.
     """

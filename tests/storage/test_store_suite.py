@@ -2,17 +2,21 @@
 
 A backend joins by adding a parameter to the `backend` fixture that yields a `Backend`: the
 store, and a way to move its clock forward (a fake clock for memory; a real backend may
-sleep or shift its time source).
+sleep or shift its time source). The Redis store runs against a real server and a real
+three-master cluster, its scripts deciding on the fake clock's time instead of the
+server's (only tests can set that), so that every answer can be checked exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+import redis.asyncio
 
-from resilient.storage import Decision, MemoryStore, Store
+from resilient.storage import Decision, MemoryStore, RedisStore, Store
 from resilient.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -27,13 +31,48 @@ class Backend:
     advance: Callable[[float], None]
 
 
-@pytest.fixture(params=["memory"])
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    if request.param == "memory":
-        clock = FakeClock(start=1000.0)
+#: (store, event loop) pairs: the Redis store runs on asyncio only.
+SETUPS = [
+    pytest.param(("memory", "asyncio"), id="memory-asyncio"),
+    pytest.param(("memory", "trio"), id="memory-trio"),
+    pytest.param(("redis", "asyncio"), id="redis", marks=pytest.mark.redis),
+    pytest.param(("cluster", "asyncio"), id="redis-cluster", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=SETUPS)
+def setup(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(setup: tuple[str, str]) -> str:
+    return setup[1]
+
+
+@pytest.fixture
+def redis_client(setup: tuple[str, str], request: pytest.FixtureRequest) -> Any:
+    """A fresh client for this test's event loop (None for memory)."""
+    if setup[0] == "redis":
+        return redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+    if setup[0] == "cluster":
+        return redis.asyncio.RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
+    return None
+
+
+@pytest.fixture
+async def backend(redis_client: Any, prefix: str) -> AsyncIterator[Backend]:
+    clock = FakeClock(start=1000.0)
+    if redis_client is None:
         yield Backend(MemoryStore(clock=clock), clock.advance)
-    else:  # pragma: no cover - a new backend adds its branch here
-        raise AssertionError(request.param)
+        return
+    # "deny": a store that cannot reach Redis must fail the test, not allow quietly.
+    store = RedisStore(redis_client, prefix=prefix, on_unavailable="deny", timeout=5.0)
+    store._now = clock.now
+    try:
+        yield Backend(store, clock.advance)
+    finally:
+        await redis_client.aclose()
 
 
 async def take(
@@ -50,6 +89,10 @@ async def peek(backend: Backend, key: str = "k") -> int:
 
 def test_memory_store_implements_the_protocol() -> None:
     assert isinstance(MemoryStore(), Store)
+
+
+def test_redis_store_implements_the_protocol() -> None:
+    assert isinstance(RedisStore("redis://127.0.0.1:1/0"), Store)
 
 
 async def test_a_fresh_key_admits_a_full_burst_at_once(backend: Backend) -> None:

@@ -1,13 +1,11 @@
-"""Where rate limiters keep their state: the `Store` protocol and its in-memory backend.
+"""Where rate limiters keep their state: the `Store` protocol and its backends.
 
 `MemoryStore` keeps a rate limiter's buckets in this process, bounded in memory; limiters
-given the same store and the same `name` share their buckets. Every decision is one atomic
-step on the store's own clock. A store declares what it can do through protocols: `Store`
-(the rate-limit buckets, as coroutines) and `SyncStore` (the same without awaiting, for
-state in this process).
-
-A store shared between processes (on Redis) is coming in a later release; until then each
-process enforces its own limits. It will plug in behind the same `Store` protocol.
+given the same store and the same `name` share their buckets. `RedisStore` keeps them on
+Redis or Redis Cluster, so that every process using the same Redis shares one limit (on
+asyncio). Every decision is one atomic step on the store's own clock. A store declares what
+it can do through protocols: `Store` (the rate-limit buckets, as coroutines) and
+`SyncStore` (the same without awaiting, for state in this process).
 
 Examples:
     ```python
@@ -25,8 +23,9 @@ from resilient.storage._base import Decision as Decision
 from resilient.storage._base import Store as Store
 from resilient.storage._base import SyncStore as SyncStore
 from resilient.storage.memory import MemoryStore as MemoryStore
+from resilient.storage.redis import RedisStore as RedisStore
 
-__all__ = ("Decision", "MemoryStore", "Store", "SyncStore")
+__all__ = ("Decision", "MemoryStore", "RedisStore", "Store", "SyncStore")
 
 # Public names report the public module, not the private one they live in.
 for _name in __all__:

@@ -3,9 +3,8 @@
 `Store` is what every rate-limit store does: per-key GCRA buckets, one atomic coroutine per
 step. `SyncStore` is the extra capability of a store whose state lives in this process: the
 same decisions without awaiting, which `RateLimiter` uses as its fast path. A policy asks a
-store for a capability through these protocols, never by its concrete type. (Breaker state
-shared between processes, which is coming with the Redis store, will be a capability of its
-own.)
+store for a capability through these protocols, never by its concrete type. (Shared breaker
+state, which is coming for the Redis store, will be a capability of its own.)
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ class Store(Protocol):
     """Per-key GCRA state for `RateLimiter`, behind one interface for every backend.
 
     Each method is one atomic step against the store, made with the store's own clock (a
-    store shared between processes, coming with Redis, will read the server's time, so that
+    store shared between processes, such as `RedisStore`, reads the server's time, so that
     processes whose clocks disagree still share one limit). A decision is one round trip;
     nothing is read, computed and written back in separate steps. The arithmetic is the
     library's one GCRA (see the `RateLimiter` page).
@@ -30,8 +29,8 @@ class Store(Protocol):
     Keys arrive already namespaced by the limiter; any non-empty string is a valid key, and a
     store must keep hostile ones (huge, unicode, control characters) apart and harmless.
 
-    `MemoryStore` keeps state in the process; a `RedisStore` that shares it between processes
-    is coming. A custom store implements these three coroutines.
+    `MemoryStore` keeps state in the process; `RedisStore` shares it between processes. A
+    custom store implements these three coroutines.
 
     Examples:
         ```python

@@ -25,6 +25,9 @@ point carries `resilient.policy.kind` and `resilient.policy.name`. Metrics:
 | `resilient.wait.duration` | histogram | s | kind, name |
 | `resilient.rate_limit.decisions` | counter | {decision} | kind, name, decision |
 | `resilient.load_shed.requests` | counter | {request} | kind, name (coming) |
+| `resilient.storage.unavailable` | up-down counter | {store} | kind, name |
+| `resilient.storage.fallbacks` | counter | {decision} | kind, name, on_unavailable |
+| `resilient.storage.duration` | histogram | s | kind, name, operation |
 
 `resilient.load_shed.requests` will count the requests that load shedding turns away. Load
 shedding is coming in a later release; until then nothing records it.
