@@ -276,17 +276,7 @@ async def test_a_call_cancelled_after_redis_decided_leaves_no_state_behind(
 ) -> None:
     # The script runs and takes the permits, but the answer never reaches the caller,
     # who is cancelled meanwhile.
-    execute = store._execute
-    answered = anyio.Event()
-
-    async def lost_reply(*args: Any) -> Any:
-        reply = await execute(*args)
-        if args[1] in store._scripts["acquire"]:  # EVALSHA <sha>, or EVAL <text>
-            answered.set()
-            await anyio.sleep_forever()
-        return reply
-
-    store._execute = lost_reply
+    execute, answered = _lose_acquire_replies(store)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(take, store, "k", 3)
         await answered.wait()
@@ -298,17 +288,7 @@ async def test_a_call_cancelled_after_redis_decided_leaves_no_state_behind(
 
 
 async def test_a_cancelled_call_keeps_permits_someone_took_after_it(store: RedisStore) -> None:
-    execute = store._execute
-    answered = anyio.Event()
-
-    async def lost_reply(*args: Any) -> Any:
-        reply = await execute(*args)
-        if args[1] in store._scripts["acquire"]:  # EVALSHA <sha>, or EVAL <text>
-            answered.set()
-            await anyio.sleep_forever()
-        return reply
-
-    store._execute = lost_reply
+    execute, answered = _lose_acquire_replies(store)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(take, store, "k", 2)
         await answered.wait()
@@ -338,3 +318,21 @@ async def test_a_nonce_gives_back_one_reservation_once(store: RedisStore) -> Non
 async def test_concurrent_decisions_on_one_key_never_overdraw(store: RedisStore) -> None:
     results = await asyncio.gather(*(take(store, "hot") for _ in range(64)))
     assert sum(results) == BURST
+
+
+def _lose_acquire_replies(store: RedisStore) -> tuple[Any, anyio.Event]:
+    """Make the store's acquire scripts run but their replies never arrive (the caller
+    hangs until cancelled); returns the store's own `_execute`, to put back, and an event
+    set once a script has run."""
+    execute = store._execute
+    answered = anyio.Event()
+
+    async def lost_reply(*args: Any) -> Any:
+        reply = await execute(*args)
+        if args[1] in store._scripts["acquire"]:  # EVALSHA <sha>, or EVAL <text>
+            answered.set()
+            await anyio.sleep_forever()
+        return reply
+
+    store._execute = lost_reply
+    return execute, answered
