@@ -61,6 +61,7 @@ GROUPS: dict[str, str] = {
     "rate_limit": "group_rate_limit",
     "fallback": "group_fallback",
     "pipeline": "group_pipeline",
+    "redis": "group_redis",
     "throughput": "group_throughput",
     "scaling": "group_scaling",
 }
