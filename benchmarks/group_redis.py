@@ -439,6 +439,8 @@ DOWN_GROUP = Group(
 
 def run(settings: Settings) -> list[GroupResult]:
     down = summarise(DOWN_GROUP, [measure_group(DOWN_GROUP, settings)])
+    for goal in down.goals:
+        goal.group = "Redis"
     with _redis_server() as server:
         if server is None:
             message = (

@@ -119,6 +119,13 @@ def test_writing_one_part_of_the_page_keeps_the_other(
     assert "per-call tables, second run" in page
     assert "scaling tables, second run" in page
     assert "first run" not in page
+    run.write_docs(None, None, settings, "redis tables, first run")
+    run.write_docs("per-call tables, third run", None, settings)
+    page = run.DOCS.read_text(encoding="utf-8")
+    assert "redis tables, first run" in page
+    assert "per-call tables, third run" in page
+    assert "scaling tables, second run" in page
+    assert page.count("redis tables") == 1
 
 
 def _redis_reachable() -> bool:
