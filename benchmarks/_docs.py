@@ -84,6 +84,8 @@ and named under its table; the rest of the group still runs.
 | Timeout, CircuitBreaker, Bulkhead, RateLimiter | `async with` adds at most 1.0x what the same policy's decorator adds |
 | Fallback | `Fallback(value=...)` decorator adds at most 1.0x what nopanic's `@fallback(...)` adds, on a call that succeeds and on one that fails |
 | Pipeline | rate limiter + timeout + retry + breaker + bulkhead add at most 0.5x the sum of aiolimiter, `asyncio.timeout`, backoff, purgatory and `asyncio.Semaphore`, 0.5x the same peers nested, and 0.5x nopanic's `compose` of its own five |
+| Redis | `RedisStore` through `RateLimiter.acquire()` makes at least 0.9x the decisions per second of a raw `EVALSHA` of a minimal GCRA script, and at least 1.0x every peer's Redis limiter, one at a time and 64 at once |
+| Redis | with Redis down and `on_unavailable="allow"`, a decision adds at most 2x what the in-process limiter adds |
 | Scaling | the slowest `RateLimiter.acquire()` at 1M live keys takes at most 1 ms, and the median call at 1M keys at most 1.5x the median at 1k |
 | Scaling | `CircuitBreaker()` holds at most 1,500 bytes and at most 1.5x nopanic's breaker; a count window of 100,000 calls at most 64 KiB |
 | Scaling | cancelling 40k queued Bulkhead waiters newest-first takes at most 0.1x what `asyncio.Semaphore` takes, oldest-first at most 1.0x |
@@ -142,10 +144,40 @@ make bench BENCH_ARGS="--write-docs"           # rewrite this page with the new 
 ```
 
 The groups are `retry`, `timeout`, `telemetry`, `circuit_breaker`, `bulkhead`, `rate_limit`,
-`fallback`, `pipeline`, `throughput` and `scaling` (the last takes about five minutes of the
-run, see [Scaling](#scaling)); each lives in `benchmarks/group_<name>.py`, and the measuring
+`fallback`, `pipeline`, `redis` (see [Rate limits on Redis](#rate-limits-on-redis)),
+`throughput` and `scaling` (the last takes about five minutes of the run, see
+[Scaling](#scaling)); each lives in `benchmarks/group_<name>.py`, and the measuring
 loop in `benchmarks/_harness.py`. The exit status is non-zero only when something broke (a
 hang, a crashed group), never because a goal was missed: on a busy machine, run it again.
+"""
+
+REDIS_INTRO = """\
+## Rate limits on Redis
+
+The redis group (`benchmarks/group_redis.py`) measures what a shared limit costs: decisions
+per second of `RateLimiter(..., store=RedisStore(url))`, next to the peers' Redis limiters
+and to the least one round trip per decision allows, all against one Redis in one run.
+
+- **The Redis.** `REDIS_URL` when set; otherwise a `redis-server` from PATH, started on a
+  free loopback port for the run and stopped after it; otherwise one on 127.0.0.1:6379.
+  Client and server share the machine (and its two cores), so every microsecond of CPU on
+  either side shows in the figures.
+- **The physical limit.** The raw case calls a ten-line GCRA script (`TIME`, `GET`,
+  `SET PX`) with `EVALSHA` through redis-py and does nothing else: one round trip per
+  decision, with none of the work a limiter does around it (hashing keys, a deadline,
+  the reply turned into a decision, a nonce for giving permits back).
+- **Decisions per second.** Each decision takes a permit from one of 1,000 keys in turn,
+  each limited to 1,000 per second, so that a permit is always there and no window of
+  timestamps grows long; one at a time, then 64 tasks at once. Every case has a client
+  (a connection pool) of its own. Rounds are shuffled as above; a figure is the median
+  over the rounds.
+- **Redis down.** A store pointed at a port nobody listens on, once its guard counts Redis
+  as down, with `on_unavailable="allow"`: measured like the per-call tables (added cost
+  over a bare call), next to the in-process limiter.
+
+`make bench BENCH_ARGS="--only redis --write-docs"` rewrites this part alone; the other
+groups leave it as it is. [Distributed limits](distributed.md) explains the store, and plans
+a deployment from these figures.
 """
 
 SCALING_INTRO = """\

@@ -9,10 +9,11 @@ Usage (from the repository root; `make bench` installs the peers and runs this):
     python benchmarks/run.py --seed 1234          # repeat a run's round order
     python benchmarks/run.py --write-docs         # also rewrite docs/performance.md
     python benchmarks/run.py --only scaling --write-docs  # only the scaling part of it
+    python benchmarks/run.py --only redis --write-docs    # only the Redis part of it
 
-The scaling group (several minutes in full) has a part of the page of its own, with its
-charts in docs/img/: a run that leaves it out keeps that part as it was, and a run of the
-scaling group alone keeps the per-call tables.
+The scaling group (several minutes in full, with its charts in docs/img/) and the redis
+group (it needs a Redis, see group_redis.py) each have a part of the page of their own: a
+run that leaves one out keeps its part as it was, and a run of one alone keeps the rest.
 
 A case whose import fails (a peer not installed, a policy that has not landed yet) is
 skipped and named in the output; the rest of its group still runs. Goals are reported, not
@@ -61,6 +62,7 @@ GROUPS: dict[str, str] = {
     "rate_limit": "group_rate_limit",
     "fallback": "group_fallback",
     "pipeline": "group_pipeline",
+    "redis": "group_redis",
     "throughput": "group_throughput",
     "scaling": "group_scaling",
 }
@@ -68,10 +70,14 @@ GROUPS: dict[str, str] = {
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 IMAGES = DOCS.parent / "img"
-SCALING = "scaling"  # the group with a part of the page of its own
+SCALING = "scaling"  # the groups with a part of the page of their own
+REDIS = "redis"
 
-# The page: _docs.INTRO, the per-call results, _docs.SCALING_INTRO, the scaling results.
+# The page: _docs.INTRO, the per-call results, _docs.REDIS_INTRO, the Redis results,
+# _docs.SCALING_INTRO, the scaling results.
 RESULTS_HEADING = "## Results\n"
+REDIS_HEADING = "## Rate limits on Redis\n"  # the first line of _docs.REDIS_INTRO
+REDIS_MARKER = "<!-- redis results: written by benchmarks/run.py, see _docs.py -->\n"
 SCALING_HEADING = "## Scaling\n"  # the first line of _docs.SCALING_INTRO
 SCALING_MARKER = "<!-- scaling results: written by benchmarks/run.py, see _docs.py -->\n"
 
@@ -199,17 +205,23 @@ def environment(command: str, seed: int) -> str:
     )
 
 
-def write_docs(results: str | None, scaling: str | None, settings: Settings) -> None:
-    """Rewrite the page: the hand-written parts from _docs.py, the per-call results and the
-    scaling results; results given as None keep what the page held."""
-    from _docs import INTRO, SCALING_INTRO
+def write_docs(
+    results: str | None, scaling: str | None, settings: Settings, redis: str | None = None
+) -> None:
+    """Rewrite the page: the hand-written parts from _docs.py, the per-call results, the
+    Redis results and the scaling results; results given as None keep what the page held."""
+    from _docs import INTRO, REDIS_INTRO, SCALING_INTRO
 
     old = DOCS.read_text(encoding="utf-8") if DOCS.exists() else ""
     old_results = old.partition(RESULTS_HEADING)[2].partition("\n" + SCALING_HEADING)[0]
+    old_results = old_results.partition("\n" + REDIS_HEADING)[0]
+    old_redis = old.partition(REDIS_MARKER)[2].partition("\n" + SCALING_HEADING)[0]
     old_scaling = old.partition(SCALING_MARKER)[2]
     measured = results is not None
     if results is None:
         results = old_results.strip() or "Not measured yet."
+    if redis is None:
+        redis = old_redis.strip() or "Not measured yet."
     if scaling is None:
         scaling = old_scaling.strip() or "Not measured yet."
     # Kept results were measured with some earlier settings: the full ones, as a rule.
@@ -217,16 +229,17 @@ def write_docs(results: str | None, scaling: str | None, settings: Settings) -> 
     intro = INTRO.format(rounds=rounds)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(
-        f"{intro}\n{RESULTS_HEADING}\n{results}\n\n{SCALING_INTRO}\n{SCALING_MARKER}{scaling}\n",
+        f"{intro}\n{RESULTS_HEADING}\n{results}\n\n{REDIS_INTRO}\n{REDIS_MARKER}{redis}\n\n"
+        f"{SCALING_INTRO}\n{SCALING_MARKER}{scaling}\n",
         encoding="utf-8",
     )
 
 
-def scaling_results(results: Sequence[GroupResult], env_line: str) -> str:
-    """The scaling group's results on the page: the run, its goals, its tables and charts."""
+def scaling_results(results: Sequence[GroupResult], env_line: str, *, what: str = "Scaling") -> str:
+    """A group with a part of its own on the page: the run, its goals, its tables and charts."""
     goals = [goal for result in results for goal in result.goals]
     sections = [render_group(result, charts=True) for result in results]
-    return "\n\n".join([env_line, "### Scaling goals\n\n" + render_summary(goals), *sections])
+    return "\n\n".join([env_line, f"### {what} goals\n\n" + render_summary(goals), *sections])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: list[str] = []
     goals: list[GoalResult] = []
     scaling: list[GroupResult] = []
+    redis: list[GroupResult] = []
     broken = False
     for key in keys:
         try:
@@ -298,11 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(render_group(part) + "\n", flush=True)
             if key == SCALING:
                 scaling.append(part)
+            elif key == REDIS:
+                redis.append(part)
             else:
                 sections.append(render_group(part))
                 goals += part.goals
 
-    all_goals = goals + [goal for part in scaling for goal in part.goals]
+    all_goals = goals + [goal for part in redis + scaling for goal in part.goals]
     print("### Goals\n\n" + render_summary(all_goals))
     print(f"\n(measured in {time.perf_counter() - started:.0f} s)")
     if args.write_docs:
@@ -314,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = write_charts(scaling)
             scaling_text = scaling_results(scaling, env_line)
             print(f"wrote {len(written)} charts into {IMAGES.relative_to(ROOT)}")
-        write_docs(results, scaling_text, settings)
+        redis_text = scaling_results(redis, env_line, what="Redis") if redis else None
+        write_docs(results, scaling_text, settings, redis_text)
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 1 if broken else 0
 

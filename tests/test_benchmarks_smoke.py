@@ -119,3 +119,43 @@ def test_writing_one_part_of_the_page_keeps_the_other(
     assert "per-call tables, second run" in page
     assert "scaling tables, second run" in page
     assert "first run" not in page
+    run.write_docs(None, None, settings, "redis tables, first run")
+    run.write_docs("per-call tables, third run", None, settings)
+    page = run.DOCS.read_text(encoding="utf-8")
+    assert "redis tables, first run" in page
+    assert "per-call tables, third run" in page
+    assert "scaling tables, second run" in page
+    assert page.count("redis tables") == 1
+
+
+def _redis_reachable() -> bool:
+    """Whether the redis group has a Redis: REDIS_URL, redis-server on PATH, or 6379."""
+    import os
+    import shutil
+    import socket
+
+    if os.environ.get("REDIS_URL") or shutil.which("redis-server"):
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", 6379)) == 0
+
+
+def test_quick_redis_benchmark_reports_both_parts() -> None:
+    import os
+
+    if not _redis_reachable():
+        message = (
+            "the redis benchmark group needs Redis: set REDIS_URL, put redis-server on PATH "
+            "or run one on 127.0.0.1:6379"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI is set, so it must run, not skip.")
+        pytest.skip(message)
+    proc = run_bench("--quick", "--only", "redis", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "### Rate limits on Redis: decisions per second\n" in proc.stdout
+    assert "### Rate limits on Redis: a decision while Redis is down\n" in proc.stdout
+    assert "| raw `EVALSHA` of a minimal GCRA script (redis-py) | " in proc.stdout
+    assert "| **RedisStore** via `RateLimiter.acquire()` | " in proc.stdout
+    assert "failed:" not in proc.stdout

@@ -43,6 +43,10 @@ _INSTALL: Final = "pip install 'resilient-patterns[redis]'"
 _SCHEMES: Final = ("redis", "rediss", "unix")
 #: Most "allow" decisions kept for reuse (one per burst and cost in use).
 _MAX_ALLOWED: Final = 256
+#: Most hashed keys (and argument heads) kept for reuse; a full cache starts again empty.
+_MAX_CACHED: Final = 4096
+#: Longest user key whose hashed form is kept: a huge key is hashed every time instead.
+_MAX_CACHED_KEY: Final = 256
 #: Characters a prefix may not hold: they would move a key's cluster hash tag.
 _BRACES: Final = frozenset("{}")
 
@@ -112,6 +116,8 @@ def _check_mode(mode: Any) -> Mode:
     return mode
 
 
+_new: Final = tuple.__new__
+
 #: A round trip under way: its deadline queue and entry, and its start (0.0: not timed).
 _Trip = tuple[DeadlineQueue, list[Any], float]
 
@@ -180,12 +186,15 @@ class RedisStore:
     __slots__ = (
         "_acquire_sha",
         "_allowed",
+        "_arg_heads",
         "_client",
         "_execute",
         "_fallback_attrs",
         "_guard",
         "_head",
+        "_keys",
         "_local",
+        "_nonce_head",
         "_nonces",
         "_noscript",
         "_now",
@@ -254,7 +263,12 @@ class RedisStore:
         self._allowed: dict[tuple[int, int], Decision] = {}
         # Nonces name a request that is cancelled before it sees its decision: unique
         # per store (a random start) and per request (a counter).
-        self._nonces = map(f"{os.urandom(6).hex()}-{{:x}}".format, itertools.count())
+        self._nonce_head = f"{os.urandom(6).hex()}-"
+        self._nonces = itertools.count()
+        # Hashed keys by user key, and each setting's first script arguments (up to the
+        # nonce): the same few of each come back on every decision.
+        self._keys: dict[str | bytes, str] = {}
+        self._arg_heads: dict[tuple[float, int, int, float], str] = {}
         self._queue: DeadlineQueue | None = None
         # Tests fix the time the scripts decide on; in service it is always the server's.
         self._now: Callable[[], float] | None = None
@@ -322,8 +336,27 @@ class RedisStore:
     # -- one round trip -------------------------------------------------------------------
 
     def _key(self, key: str | bytes) -> str:
-        data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
-        return f"{self._head}{{{hashlib.blake2b(data, digest_size=16).hexdigest()}}}"
+        hashed = self._keys.get(key)
+        if hashed is None:
+            data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
+            hashed = f"{self._head}{{{hashlib.blake2b(data, digest_size=16).hexdigest()}}}"
+            if len(key) <= _MAX_CACHED_KEY:
+                if len(self._keys) >= _MAX_CACHED:
+                    self._keys.clear()
+                self._keys[key] = hashed
+        return hashed
+
+    def _arg_head(self, emission_interval: float, burst: int, cost: int, max_wait: float) -> str:
+        """The acquire script's arguments before the nonce's counter, for these settings."""
+        setting = (emission_interval, burst, cost, max_wait)
+        head = self._arg_heads.get(setting)
+        if head is None:
+            if len(self._arg_heads) >= _MAX_CACHED:
+                self._arg_heads.clear()
+            head = self._arg_heads[setting] = (
+                f"{emission_interval!r} {burst} {cost} {max_wait!r} {self._nonce_head}"
+            )
+        return head
 
     def _fixed_now(self) -> str:
         """The last field of a script's arguments: empty (the server's time) in service."""
@@ -434,8 +467,10 @@ class RedisStore:
                     )
                 return decision
         store_key = self._key(key)
-        nonce = next(self._nonces)
-        args = f"{emission_interval!r} {burst} {cost} {max_wait!r} {nonce}{self._fixed_now()}"
+        count = next(self._nonces)
+        args = f"{self._arg_head(emission_interval, burst, cost, max_wait)}{count:x}"
+        if self._now is not None:
+            args += self._fixed_now()
         # `_call`, written out: one coroutine frame fewer on every decision.
         trip = self._depart()
         try:
@@ -451,13 +486,14 @@ class RedisStore:
         except BaseException:
             # Cancelled in flight: the script may have run and taken permits nobody will
             # use. Give them back unless someone took permits after us.
-            await self._undo(store_key, nonce, emission_interval, cost)
+            await self._undo(store_key, f"{self._nonce_head}{count:x}", emission_interval, cost)
             raise
         self._arrived(trip, "acquire")
         allowed, seconds, left, tat = reply.split()
+        # tuple.__new__: a NamedTuple's own __new__ is a Python function, twice the cost.
         if allowed == b"1" or allowed == "1":  # bytes, or str from a decoding client
-            return Decision(True, float(seconds), 0.0, int(left), float(tat))
-        return Decision(False, 0.0, float(seconds), int(left), float(tat))
+            return _new(Decision, (True, float(seconds), 0.0, int(left), float(tat)))
+        return _new(Decision, (False, 0.0, float(seconds), int(left), float(tat)))
 
     async def _undo(self, store_key: str, nonce: str, emission_interval: float, cost: int) -> None:
         if self._guard.retry_at is not None:
