@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from redis_servers import RedisServer
 from resilient import CircuitBreaker, CircuitOpenError, StorageUnavailableError
@@ -219,6 +220,24 @@ async def test_a_cancelled_probe_frees_its_slot_for_another_process(
     assert there.state == "closed"
 
 
+async def test_a_probe_slot_held_past_the_longest_break_goes_to_the_next_caller(
+    stores: tuple[RedisStore, RedisStore], server_clock: FakeClock
+) -> None:
+    # A process that died holding the probe slot must not keep the fleet half-open.
+    here = CircuitBreaker("api", minimum_calls=2, max_break_duration=30.0, store=stores[0])
+    there = CircuitBreaker("api", minimum_calls=2, max_break_duration=30.0, store=stores[1])
+    await open_then_wait_out_the_break(here, server_clock)
+    async with here:  # takes the only slot and never reports, as a dead process would
+        with pytest.raises(CircuitOpenError, match="every probe slot is taken"):
+            await there.call(succeed)
+        server_clock.advance(30.0)
+        assert await there.call(succeed) == "ok"
+        await there._drain()  # type: ignore[attr-defined]
+        assert there.state == "closed"
+    await here._drain()  # type: ignore[attr-defined]
+    assert here.state == "closed"  # the stale probe changed nothing
+
+
 async def test_an_outcome_from_before_a_state_change_is_not_counted(
     stores: tuple[RedisStore, RedisStore], server_clock: FakeClock
 ) -> None:
@@ -276,6 +295,25 @@ def test_two_processes_share_one_circuit(redis_url: str, prefix: str) -> None:
             return "admitted"
 
     assert asyncio.run(from_this_process()) == "rejected"
+
+
+async def test_a_breaker_on_redis_cluster_keeps_its_keys_in_one_slot(
+    redis_cluster_url: str, prefix: str, server_clock: FakeClock
+) -> None:
+    client = redis.asyncio.RedisCluster.from_url(redis_cluster_url)
+    store = RedisStore(client, prefix=prefix, on_unavailable="deny")
+    store._now = server_clock.now
+    try:
+        here = CircuitBreaker("api", window_calls=4, minimum_calls=2, store=store)
+        there = CircuitBreaker("api", window_calls=4, minimum_calls=2, store=store)
+        await there.call(succeed)
+        await there._drain()  # type: ignore[attr-defined]
+        await failures(here, 2)  # the count window's ring and hash, in one script
+        assert here.state == "open"
+        with pytest.raises(CircuitOpenError):
+            await there.call(succeed)
+    finally:
+        await client.aclose()
 
 
 # -- Redis down ------------------------------------------------------------------------

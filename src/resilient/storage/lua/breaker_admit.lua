@@ -22,9 +22,16 @@ if state == 'open' then
   state = 'half_open'
 end
 touch(KEYS)
+if num(key, 'po') + num(key, 'pk') >= cfg.half_open and num(key, 'po') > 0
+    and now - num(key, 'pt') >= cfg.max_break then
+  -- Every slot taken, and no probe taken for a whole max break: a process died (or
+  -- hangs) holding a slot. Start the half-open state over, so the fleet is not stuck;
+  -- the new epoch ignores whatever the old probes report.
+  epoch = move(key, 'half_open')
+end
 if num(key, 'po') + num(key, 'pk') < cfg.half_open then
   redis.call('HINCRBY', key, 'po', 1)
-  redis.call('HSET', key, 'pn', argv[9])
+  redis.call('HSET', key, 'pn', argv[9], 'pt', fmt(now))
   return string.format('1 half_open %d -1', epoch)
 end
 return string.format('0 half_open %d -1', epoch)
