@@ -70,6 +70,41 @@ async def failures(breaker: CircuitBreaker, count: int) -> None:
     await breaker._drain()  # type: ignore[attr-defined]
 
 
+async def outcome_of(breaker: CircuitBreaker, step: str) -> tuple[str, float | None]:
+    try:
+        await breaker.call(fail if step == "f" else succeed)
+    except ConnectionError:
+        return "failed", None
+    except CircuitOpenError as exc:
+        return "rejected", exc.retry_after
+    return "ran", None
+
+
+@pytest.mark.parametrize("window_calls", [None, 5])
+async def test_a_shared_breaker_decides_like_one_in_memory(
+    stores: tuple[RedisStore, RedisStore], server_clock: FakeClock, window_calls: int | None
+) -> None:
+    settings: dict[str, Any] = {
+        "minimum_calls": 3,
+        "window": 10.0,
+        "window_calls": window_calls,
+        "break_duration": 2.0,
+        "max_break_duration": 5.0,
+        "half_open_calls": 2,
+    }
+    shared = CircuitBreaker("api", store=stores[0], **settings)
+    in_memory = CircuitBreaker("api", clock=server_clock, **settings)
+    steps = "ssfsffsfssfffsssffsfsfffssssfsffffssss"
+    for i, step in enumerate(steps * 2):
+        server_clock.advance((0.5, 0.0, 1.5, 0.0, 3.0)[i % 5])
+        on_redis = await outcome_of(shared, step)
+        await shared._drain()  # type: ignore[attr-defined]
+        assert on_redis == await outcome_of(in_memory, step), f"step {i}"
+        assert shared.state == in_memory.state, f"step {i}"
+        if on_redis[0] != "rejected":  # the shared window as of this process's last outcome
+            assert shared.metrics() == in_memory.metrics(), f"step {i}"
+
+
 def test_redis_store_can_share_breaker_state_and_memory_store_cannot() -> None:
     assert isinstance(RedisStore("redis://127.0.0.1:1/0"), BreakerStore)
     assert not isinstance(MemoryStore(), BreakerStore)
