@@ -110,6 +110,14 @@ def test_redis_store_can_share_breaker_state_and_memory_store_cannot() -> None:
     assert not isinstance(MemoryStore(), BreakerStore)
 
 
+def test_a_subclass_refuses_a_store_rather_than_ignore_it() -> None:
+    class Mine(CircuitBreaker):
+        __slots__ = ()
+
+    with pytest.raises(ValueError, match="store is not supported on a subclass"):
+        Mine(store=RedisStore("redis://127.0.0.1:1/0"))
+
+
 async def test_failures_in_one_process_open_the_circuit_in_the_other(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:

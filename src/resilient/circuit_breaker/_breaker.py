@@ -270,6 +270,10 @@ class CircuitBreaker(AdmissionPolicy):
                 "store must be None or a store that can share breaker state (a "
                 f"resilient.storage.BreakerStore such as RedisStore), got {short_repr(store)}"
             )
+        if store is not None and not isinstance(self, _SharedCircuitBreaker):
+            raise ValueError(
+                f"store is not supported on a subclass of CircuitBreaker ({type(self).__name__})"
+            )
         clock = check_clock(clock)
         check_bool("telemetry", telemetry)
         # No result predicate and no slow-call timing: a success needs one clock read.
