@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+import resilient.telemetry
 from redis_servers import RedisServer
 from resilient import CircuitBreaker, CircuitOpenError, StorageUnavailableError
 from resilient.storage import BreakerStore, MemoryStore, RedisStore
+from resilient.telemetry import Event
 from resilient.testing import FakeClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -388,6 +390,8 @@ async def calls_while_down(breaker: CircuitBreaker, count: int) -> list[tuple[st
 async def test_redis_killed_mid_run(redis_server: RedisServer, prefix: str, mode: Any) -> None:
     store = RedisStore(redis_server.url, prefix=prefix, on_unavailable=mode, timeout=TIMEOUT)
     breaker = CircuitBreaker("api", minimum_calls=4, store=store)
+    events: list[Event] = []
+    subscription = resilient.telemetry.subscribe(events.append, policy=store)
     try:
         assert await breaker.call(succeed) == "ok"
         redis_server.kill()
@@ -413,5 +417,11 @@ async def test_redis_killed_mid_run(redis_server: RedisServer, prefix: str, mode
         assert store.available
         assert breaker.state == "closed"  # Redis's state: nothing failed there
     finally:
+        subscription.close()
         await breaker._drain()  # type: ignore[attr-defined]
         await store.aclose()
+    names = [event.name for event in events]
+    assert names.count("resilient.storage.down") == names.count("resilient.storage.up") == 1
+    fallbacks = [e for e in events if e.name == "resilient.storage.fallback"]
+    assert len(fallbacks) >= 10  # every admission while down, and the outcomes not sent
+    assert {e.attributes["resilient.storage.on_unavailable"] for e in fallbacks} == {mode}
