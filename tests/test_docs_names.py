@@ -62,11 +62,7 @@ COMING_NAMES = (
 )
 
 #: Words in prose for the same parts.
-COMING_WORDS = (
-    r"\bload[- ]shedding\b",
-    r"\bshared breakers?\b",
-    r"\bbreaker state (?:shared|on redis)\b",
-)
+COMING_WORDS = (r"\bload[- ]shedding\b",)
 
 _MARKER = re.compile(r"\bcoming\b|\bnot (?:built|available) yet\b", re.IGNORECASE)
 _DOTTED = re.compile(r"(?<![\w.])resilient(?:\.[A-Za-z_]\w*)+")

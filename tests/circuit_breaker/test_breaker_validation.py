@@ -117,6 +117,8 @@ def test_defaults_follow_the_design() -> None:
     assert breaker._core.window._counts.window == 30.0  # type: ignore[attr-defined]
 
 
-def test_store_is_not_available_yet() -> None:
-    with pytest.raises(ValueError, match="store must be None"):
-        CircuitBreaker(store=object())  # type: ignore[arg-type]
+def test_store_must_be_able_to_share_breaker_state() -> None:
+    from resilient.storage import MemoryStore
+
+    with pytest.raises(ValueError, match="store must be None or a store that can share"):
+        CircuitBreaker(store=MemoryStore())  # type: ignore[arg-type]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
-from resilient._admission import AdmissionPolicy
+from resilient._admission import WAIT, AdmissionPolicy
 from resilient._clock import Clock
 from resilient._on import On, exception_filter
 from resilient._task_local import TaskLocalStack
@@ -24,6 +25,8 @@ from resilient._validate import (
 from resilient._window import check_window
 from resilient.circuit_breaker._state import (
     CLOSED,
+    DISABLED,
+    FORCED_OPEN,
     OPEN,
     REJECTED,
     BreakerCore,
@@ -31,6 +34,7 @@ from resilient.circuit_breaker._state import (
 )
 from resilient.circuit_breaker._windows import MAX_SIZE, CountWindow, TimeWindow, Window
 from resilient.exceptions import CircuitOpenError
+from resilient.storage._base import BreakerSettings, BreakerStore, BreakerView
 from resilient.telemetry._core import CallRecord, PolicyTelemetry
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
@@ -160,7 +164,10 @@ class CircuitBreaker(AdmissionPolicy):
             example an HTTP 503 response). Default None. Not used by `async with`.
         on_state_change: `(old, new) -> None`, called after every state change with two
             `CircuitState` values. Exceptions it raises are logged and swallowed.
-        store: shared state between processes; not available yet, must be None.
+        store: a store with the `BreakerStore` capability (such as `RedisStore`) to share
+            this breaker's state with every process that uses a breaker of the same `name`
+            on it: one state, one window, one count of half-open probes. Default None:
+            the state lives in this process. See "Shared breakers" below.
         clock: the time source (default: the monotonic clock).
         telemetry: `False` silences this breaker's spans and metrics.
 
@@ -170,6 +177,16 @@ class CircuitBreaker(AdmissionPolicy):
     A breaker protects one dependency: build it once and share it between every task
     that calls that dependency. It holds no lock across calls; its decisions are made
     between awaits, so they are exact under any number of concurrent calls.
+
+    **Shared breakers.** With `store=RedisStore(...)`, every admission is one round trip
+    to the store and every outcome one more, sent as the call ends without delaying it:
+    a circuit opened by failures in one process rejects the next call in every other.
+    When the store cannot be reached, its `on_unavailable` decides: `"allow"` and
+    `"local"` let this process's own breaker decide (it counts the outcomes it sees
+    while the store is away), `"deny"` raises `StorageUnavailableError`. `force_open()`,
+    `disable()` and `reset()` act on this process's breaker only: a forced or disabled
+    breaker does not ask the store until `reset()`. Shared breakers run on asyncio, as
+    `RedisStore` does.
 
     Examples:
         ```python
@@ -202,6 +219,13 @@ class CircuitBreaker(AdmissionPolicy):
         "name",
     )
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> CircuitBreaker:
+        # A breaker with a store is the shared kind: its hooks await the store, and the
+        # breaker in this process keeps its own hooks free of any check for it.
+        if cls is CircuitBreaker and kwargs.get("store") is not None:
+            cls = _SharedCircuitBreaker
+        return super().__new__(cls)
+
     def __init__(
         self,
         name: str | None = None,
@@ -218,7 +242,7 @@ class CircuitBreaker(AdmissionPolicy):
         on: On = Exception,
         on_result: Callable[[Any], bool] | None = None,
         on_state_change: Callable[[CircuitState, CircuitState], object] | None = None,
-        store: None = None,
+        store: BreakerStore | None = None,
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
@@ -241,10 +265,14 @@ class CircuitBreaker(AdmissionPolicy):
         self._is_failure = exception_filter(on)
         self._on_result = _optional_callable("on_result", on_result)
         self._on_state_change = _optional_callable("on_state_change", on_state_change)
-        if store is not None:
+        if store is not None and not isinstance(store, BreakerStore):
             raise ValueError(
-                "store must be None: shared breaker state is not available yet, "
-                f"got {short_repr(store)}"
+                "store must be None or a store that can share breaker state (a "
+                f"resilient.storage.BreakerStore such as RedisStore), got {short_repr(store)}"
+            )
+        if store is not None and not isinstance(self, _SharedCircuitBreaker):
+            raise ValueError(
+                f"store is not supported on a subclass of CircuitBreaker ({type(self).__name__})"
             )
         clock = check_clock(clock)
         check_bool("telemetry", telemetry)
@@ -459,3 +487,166 @@ class CircuitBreaker(AdmissionPolicy):
 def _epoch(ticket: Any) -> int:
     """The epoch a ticket was admitted in."""
     return ticket if isinstance(ticket, int) else int(ticket[0])
+
+
+class _SharedCircuitBreaker(CircuitBreaker):
+    """A `CircuitBreaker` whose state lives in a `BreakerStore`.
+
+    Tickets are `(True, epoch, started)` for a call the store admitted, and
+    `(False, ticket)` for one the breaker in this process admitted (forced or disabled by
+    hand, or the store away), which is then settled by the plain breaker's hooks.
+    """
+
+    __slots__ = ("_counts", "_remote", "_settings", "_shared_state", "_store", "_tasks")
+
+    def __init__(self, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        core = self._core
+        window_calls = kwargs.get("window_calls")
+        self._store: BreakerStore = kwargs["store"]
+        self._settings = BreakerSettings(
+            float(core.failure_ratio),
+            core.minimum_calls,
+            float(core.slow_call_ratio),
+            float(core.break_duration),
+            float(core.max_break_duration),
+            core.half_open_calls,
+            float(kwargs.get("window", 30.0)),
+            0 if window_calls is None else window_calls,
+        )
+        #: The shared state as last seen, and whether the store answered last time.
+        self._shared_state: CircuitState = CLOSED
+        self._remote = True
+        self._counts = (0, 0, 0)
+        # Outcomes and releases on their way to the store (held so they are not collected).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self.state.value!r}, shared)"
+
+    @property
+    def state(self) -> CircuitState:
+        """The state: this process's when forced open, disabled or the store is away,
+        otherwise the shared state as of this process's last step on the store."""
+        local = self._core.state
+        if local is FORCED_OPEN or local is DISABLED or not self._remote:
+            return local
+        return self._shared_state
+
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A snapshot of the state and of the shared window as of the last outcome this
+        process sent (this process's own window while the store is away)."""
+        if not self._remote:
+            return super().metrics()
+        calls, failures, slow = self._counts
+        return CircuitBreakerMetrics(
+            state=self.state,
+            calls=calls,
+            failures=failures,
+            slow_calls=slow,
+            failure_ratio=failures / calls if calls else 0.0,
+            slow_call_ratio=slow / calls if calls else 0.0,
+        )
+
+    # -- the hooks ----------------------------------------------------------------------
+
+    def _admit(self) -> Any:
+        local = self._core.state
+        if local is FORCED_OPEN or local is DISABLED:
+            return (False, super()._admit())
+        return WAIT
+
+    async def _wait(self, record: CallRecord) -> Any:
+        view = await self._store.breaker_admit(self.name, self._settings)
+        if view is None:
+            self._remote = False
+            return (False, super()._admit())
+        self._remote = True
+        self._observe(view)
+        if not view.admitted:
+            if view.state == OPEN:
+                reason = f"is open; retry after {view.retry_after or 0.0:.3g}s"
+            else:
+                reason = "is half-open and every probe slot is taken"
+            raise CircuitOpenError(
+                f"circuit breaker {self.name!r} {reason}",
+                policy=self.name,
+                retry_after=view.retry_after,
+            )
+        return (True, view.epoch, 0.0 if self._slow_after is None else self._now())
+
+    def _settle(self, ticket: Any, error: BaseException | None) -> None:
+        if not ticket[0]:
+            super()._settle(ticket[1], error)
+            return
+        if error is None:
+            self._send(ticket, False)
+            return
+        if not isinstance(error, Exception):
+            self._release(ticket)
+            return
+        try:
+            failed = self._is_failure(error)
+        except BaseException:
+            self._release(ticket)
+            raise
+        self._send(ticket, failed)
+
+    def _settle_result(self, ticket: Any, result: object) -> bool:
+        if not ticket[0]:
+            return super()._settle_result(ticket[1], result)
+        failed = False
+        if self._on_result is not None:
+            try:
+                failed = bool(self._on_result(result))
+            except BaseException:
+                self._release(ticket)
+                raise
+        self._send(ticket, failed)
+        return failed
+
+    # -- talking to the store -----------------------------------------------------------
+
+    def _send(self, ticket: tuple[bool, int, float], failed: bool) -> None:
+        _, epoch, started = ticket
+        slow = self._slow_after is not None and self._now() - started >= self._slow_after
+        self._spawn(self._record(epoch, failed, slow))
+
+    def _release(self, ticket: tuple[bool, int, float]) -> None:
+        self._spawn(self._store.breaker_release(self.name, epoch=ticket[1]))
+
+    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(step))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, step: Coroutine[Any, Any, None]) -> None:
+        try:
+            await step
+        except Exception:
+            _logger.exception(
+                "circuit breaker %r could not send an outcome to its store", self.name
+            )
+
+    async def _record(self, epoch: int, failed: bool, slow: bool) -> None:
+        view = await self._store.breaker_record(
+            self.name, self._settings, epoch=epoch, failed=failed, slow=slow
+        )
+        if view is not None:
+            if view.counts is not None:
+                self._counts = view.counts
+            self._observe(view)
+
+    async def _drain(self) -> None:
+        """Wait until every outcome sent so far has reached the store (for tests and for
+        an orderly shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+
+    def _observe(self, view: BreakerView) -> None:
+        """The store's answer: report a change of the shared state as a transition."""
+        new = CircuitState(view.state)
+        old = self._shared_state
+        if new is not old:
+            self._shared_state = new
+            self._transitioned(old, new, self._now())

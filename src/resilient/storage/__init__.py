@@ -4,8 +4,9 @@
 given the same store and the same `name` share their buckets. `RedisStore` keeps them on
 Redis or Redis Cluster, so that every process using the same Redis shares one limit (on
 asyncio). Every decision is one atomic step on the store's own clock. A store declares what
-it can do through protocols: `Store` (the rate-limit buckets, as coroutines) and
-`SyncStore` (the same without awaiting, for state in this process).
+it can do through protocols: `Store` (the rate-limit buckets, as coroutines),
+`SyncStore` (the same without awaiting, for state in this process) and `BreakerStore`
+(circuit breaker state shared between processes, which `RedisStore` also keeps).
 
 Examples:
     ```python
@@ -19,13 +20,25 @@ Examples:
 
 from __future__ import annotations
 
+from resilient.storage._base import BreakerSettings as BreakerSettings
+from resilient.storage._base import BreakerStore as BreakerStore
+from resilient.storage._base import BreakerView as BreakerView
 from resilient.storage._base import Decision as Decision
 from resilient.storage._base import Store as Store
 from resilient.storage._base import SyncStore as SyncStore
 from resilient.storage.memory import MemoryStore as MemoryStore
 from resilient.storage.redis import RedisStore as RedisStore
 
-__all__ = ("Decision", "MemoryStore", "RedisStore", "Store", "SyncStore")
+__all__ = (
+    "BreakerSettings",
+    "BreakerStore",
+    "BreakerView",
+    "Decision",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "SyncStore",
+)
 
 # Public names report the public module, not the private one they live in.
 for _name in __all__:

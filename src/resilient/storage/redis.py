@@ -30,6 +30,7 @@ from resilient.storage._availability import (
     Availability,
     Mode,
 )
+from resilient.storage._base import BreakerSettings, BreakerView
 from resilient.storage.memory import MemoryStore
 from resilient.telemetry._core import PolicyTelemetry
 
@@ -73,15 +74,20 @@ class _Script(NamedTuple):
 
 @functools.cache
 def _scripts() -> dict[str, _Script]:
-    """The GCRA scripts, read once from the package's `lua/` data: each is the shared
-    prelude followed by its own body."""
+    """The scripts, read once from the package's `lua/` data: each is the shared prelude
+    (and, for a breaker's, the breaker's rules) followed by its own body."""
     folder = resources.files("resilient.storage").joinpath("lua")
     prelude = folder.joinpath("_prelude.lua").read_text(encoding="utf-8")
+    rules = folder.joinpath("_breaker.lua").read_text(encoding="utf-8")
     found = {}
     for name in ("acquire", "refund", "peek"):
         body = folder.joinpath(f"gcra_{name}.lua").read_text(encoding="utf-8")
         text = f"{prelude}\n{body}"
         found[name] = _Script(text, hashlib.sha1(text.encode("utf-8")).hexdigest())
+    for name in ("admit", "record", "release"):
+        body = folder.joinpath(f"breaker_{name}.lua").read_text(encoding="utf-8")
+        text = f"{prelude}\n{rules}\n{body}"
+        found[f"breaker_{name}"] = _Script(text, hashlib.sha1(text.encode("utf-8")).hexdigest())
     return found
 
 
@@ -168,6 +174,11 @@ class RedisStore:
     permits back, unless another request took permits on the key after it (the same rule
     as `RateLimiter` applies to a cancelled waiter).
 
+    The store also keeps circuit breaker state (it is a `BreakerStore`):
+    `CircuitBreaker(store=...)` shares one state per breaker `name` with every process
+    using the same Redis and prefix, in one hash per breaker under
+    `<prefix>:cb:{<hash of the name>}`, one round trip per admission and one per outcome.
+
     The store runs on asyncio only (redis-py's client is asyncio's). A store built from a
     URL owns its client: close it with `await store.aclose()` or `async with store:`.
 
@@ -187,6 +198,7 @@ class RedisStore:
         "_acquire_sha",
         "_allowed",
         "_arg_heads",
+        "_breaker_args",
         "_client",
         "_execute",
         "_fallback_attrs",
@@ -255,6 +267,8 @@ class RedisStore:
         self._scripts = _scripts()
         self._acquire_sha = self._scripts["acquire"].sha
         self._head = f"{self.prefix}:rl:"
+        # A shared breaker's settings as script fields, formatted once per breaker.
+        self._breaker_args: dict[BreakerSettings, str] = {}
         self._telemetry = PolicyTelemetry("storage", self.prefix)
         self._guard = Availability(self._telemetry)
         self._fallback_attrs = {ATTR_MODE: self.on_unavailable}
@@ -391,7 +405,14 @@ class RedisStore:
             )
 
     async def _recover(
-        self, error: BaseException, operation: str, key: str, args: str, trip: _Trip, probe: bool
+        self,
+        error: BaseException,
+        operation: str,
+        key: str,
+        args: str,
+        trip: _Trip,
+        probe: bool,
+        ring: str | None = None,
     ) -> Any:
         """A round trip raised `error`. After `NOSCRIPT` (Redis restarted, or its scripts
         were flushed), send the script itself with EVAL, which also caches it again, and
@@ -400,7 +421,10 @@ class RedisStore:
         queue, entry, _ = trip
         if isinstance(error, self._noscript):
             try:
-                return await self._execute("EVAL", self._scripts[operation].text, 1, key, args)
+                text = self._scripts[operation].text
+                if ring is None:
+                    return await self._execute("EVAL", text, 1, key, args)
+                return await self._execute("EVAL", text, 2, key, ring, args)
             except BaseException as again:
                 error = again
         if queue.leave(entry, error):
@@ -414,14 +438,20 @@ class RedisStore:
         self._guard.failed(cause, probe=probe)
         raise _Unavailable(cause) from None
 
-    async def _call(self, operation: str, key: str, args: str, probe: bool) -> Any:
-        """Run one script on `key` with its arguments (one string of fields), bounded by
-        `timeout`; raise `_Unavailable` when Redis cannot be reached."""
+    async def _call(
+        self, operation: str, key: str, args: str, probe: bool, ring: str | None = None
+    ) -> Any:
+        """Run one script on `key` (and a breaker's `ring`) with its arguments (one string of
+        fields), bounded by `timeout`; raise `_Unavailable` when Redis cannot be reached."""
         trip = self._depart()
+        sha = self._scripts[operation].sha
         try:
-            reply = await self._execute("EVALSHA", self._scripts[operation].sha, 1, key, args)
+            if ring is None:
+                reply = await self._execute("EVALSHA", sha, 1, key, args)
+            else:
+                reply = await self._execute("EVALSHA", sha, 2, key, ring, args)
         except BaseException as exc:
-            reply = await self._recover(exc, operation, key, args, trip, probe)
+            reply = await self._recover(exc, operation, key, args, trip, probe, ring)
         self._arrived(trip, operation)
         return reply
 
@@ -574,3 +604,104 @@ class RedisStore:
         if self.on_unavailable == "deny":
             raise self._denied(cause)
         return burst
+
+    # -- the BreakerStore protocol ----------------------------------------------------------
+
+    def _breaker_keys(self, name: str) -> tuple[str, str]:
+        """The breaker's hash and its count window's ring, in one cluster slot."""
+        data = name.encode("utf-8", "surrogatepass")
+        key = f"{self.prefix}:cb:{{{hashlib.blake2b(data, digest_size=16).hexdigest()}}}"
+        return key, f"{key}:ring"
+
+    def _settings(self, settings: BreakerSettings) -> str:
+        args = self._breaker_args.get(settings)
+        if args is None:
+            if len(self._breaker_args) >= _MAX_ALLOWED:
+                self._breaker_args.clear()
+            args = self._breaker_args[settings] = " ".join(
+                repr(float(v)) if isinstance(v, float) else str(int(v)) for v in settings
+            )
+        return args
+
+    def _breaker_fallback(self, cause: BaseException | None, *, deny: bool) -> None:
+        """A breaker step Redis could not take: None (the breaker decides in this process),
+        or `StorageUnavailableError` for an admission with `"deny"`."""
+        telemetry = self._telemetry
+        if not telemetry.quiet():
+            telemetry.emit(FALLBACK, self._fallback_attrs)
+        if deny and self.on_unavailable == "deny":
+            raise self._denied(cause)
+
+    async def breaker_admit(self, name: str, settings: BreakerSettings) -> BreakerView | None:
+        """Whether a call through the shared breaker `name` may run (see
+        `BreakerStore.breaker_admit`), in one round trip. When Redis cannot be reached:
+        None with `"allow"` and `"local"` (the breaker decides in this process),
+        `StorageUnavailableError` with `"deny"`."""
+        go, probe = self._try_redis()
+        cause: BaseException | None = None
+        if go:
+            key, ring = self._breaker_keys(name)
+            nonce = next(self._nonces)
+            args = f"{self._settings(settings)} {nonce}{self._fixed_now()}"
+            try:
+                reply = await self._call("breaker_admit", key, args, probe, ring)
+            except _Unavailable as unavailable:
+                cause = unavailable.cause
+            except BaseException:
+                # Cancelled in flight: the script may have taken a probe slot for a call
+                # that will never run. Give it back if it is still ours.
+                await self._breaker_undo(key, ring, f"n {nonce}")
+                raise
+            else:
+                admitted, state, epoch, retry_after = _text(reply).split()
+                seconds = float(retry_after)
+                return BreakerView(
+                    admitted == "1", state, int(epoch), None if seconds < 0 else seconds, None
+                )
+        self._breaker_fallback(cause, deny=True)
+        return None
+
+    async def breaker_record(
+        self, name: str, settings: BreakerSettings, *, epoch: int, failed: bool, slow: bool
+    ) -> BreakerView | None:
+        """Count an outcome in the shared breaker `name` and apply its transitions (see
+        `BreakerStore.breaker_record`), in one round trip; None when Redis cannot be reached
+        (the outcome is not counted on Redis), whatever `on_unavailable` says."""
+        go, probe = self._try_redis()
+        cause: BaseException | None = None
+        if go:
+            key, ring = self._breaker_keys(name)
+            args = (
+                f"{self._settings(settings)} {epoch} {int(failed)} {int(slow)}{self._fixed_now()}"
+            )
+            try:
+                reply = await self._call("breaker_record", key, args, probe, ring)
+            except _Unavailable as unavailable:
+                cause = unavailable.cause
+            else:
+                state, now_epoch, calls, failures, slow_calls = _text(reply).split()
+                counts = (int(calls), int(failures), int(slow_calls))
+                return BreakerView(False, state, int(now_epoch), None, counts)
+        self._breaker_fallback(cause, deny=False)
+        return None
+
+    async def breaker_release(self, name: str, *, epoch: int) -> None:
+        """Free the probe slot of a call admitted in `epoch` that ended without an outcome
+        (see `BreakerStore.breaker_release`); nothing when Redis cannot be reached."""
+        key, ring = self._breaker_keys(name)
+        await self._breaker_undo(key, ring, f"e {epoch}")
+
+    async def _breaker_undo(self, key: str, ring: str, args: str) -> None:
+        if self._guard.retry_at is not None:
+            return
+        # Shielded from a cancellation being delivered; `_call` bounds it by `timeout`.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._call("breaker_release", key, args, False, ring)
+            except Exception:
+                pass  # a slot not given back is freed by the breaker's next state change
+
+
+def _text(reply: bytes | str) -> str:
+    """A script's reply as text, from a client that decodes replies or one that does not."""
+    return reply.decode("ascii") if isinstance(reply, bytes) else reply
