@@ -8,8 +8,8 @@ A probe that succeeds brings the store back up; one that fails doubles the cool-
 a cap). Pure bookkeeping on the monotonic clock: the store does the round trips.
 
 It is deliberately not `CircuitBreaker` (a policy, above the stores): a consecutive-failure
-count is all a store needs, and every capability of a store (rate-limit buckets today,
-breaker state later) shares one `Availability`, since they share one backend.
+count is all a store needs, and every capability of a store (rate-limit buckets and
+breaker state) shares one `Availability`, since they share one backend.
 """
 
 from __future__ import annotations
