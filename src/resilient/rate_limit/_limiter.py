@@ -264,10 +264,17 @@ class RateLimiter(AdmissionPolicy):
         return limit
 
     async def _admit_slow(
-        self, key: str, cost: int, needed: float | None, record: CallRecord
+        self,
+        record: CallRecord,
+        key: str | None = None,
+        cost: int = 1,
+        needed: float | None = None,
     ) -> None:
-        # `needed` is the synchronous store's answer to "admit now?": the seconds to wait, or
-        # None when the store has not been asked yet.
+        # `key` is the store key (None: the limiter's own); `needed` is the synchronous
+        # store's answer to "admit now?": the seconds to wait, or None when the store has not
+        # been asked yet. Called with the record alone, this is the shell's `_wait` hook.
+        if key is None:
+            key = self._default_key
         limit = self._wait_limit()
         if needed is not None and limit <= 0:
             raise self._rejected(needed, cost, record)
@@ -350,10 +357,10 @@ class RateLimiter(AdmissionPolicy):
                     record.end("success")
                 return
         if record is None:
-            await self._admit_slow(store_key, cost, needed, QUIET)
+            await self._admit_slow(QUIET, store_key, cost, needed)
             return
         try:
-            await self._admit_slow(store_key, cost, needed, record)
+            await self._admit_slow(record, store_key, cost, needed)
         except RateLimitedError as error:
             record.end(REJECTED, error)
             raise
@@ -396,9 +403,9 @@ class RateLimiter(AdmissionPolicy):
             raise self._rejection(needed, 1)
         return WAIT
 
-    async def _wait(self, record: CallRecord) -> Any:
-        await self._admit_slow(self._default_key, 1, None, record)
-        return None
+    # Waiting for the default bucket is the slow path itself, with no frame of its own
+    # (every call while a shared store is down takes it). Its ticket is None.
+    _wait = _admit_slow
 
     def _settle(self, ticket: Any, error: BaseException | None) -> None:
         return None  # the permit was spent at admission
