@@ -370,15 +370,7 @@ class CircuitBreaker(AdmissionPolicy):
             0
         """
         core = self._core
-        calls, failures, slow = core.totals(self._now())
-        return CircuitBreakerMetrics(
-            state=core.state,
-            calls=calls,
-            failures=failures,
-            slow_calls=slow,
-            failure_ratio=failures / calls if calls else 0.0,
-            slow_call_ratio=slow / calls if calls else 0.0,
-        )
+        return _metrics(core.state, *core.totals(self._now()))
 
     # -- the engine --------------------------------------------------------------------
 
@@ -538,15 +530,7 @@ class _SharedCircuitBreaker(CircuitBreaker):
         process sent (this process's own window while the store is away)."""
         if not self._remote:
             return super().metrics()
-        calls, failures, slow = self._counts
-        return CircuitBreakerMetrics(
-            state=self.state,
-            calls=calls,
-            failures=failures,
-            slow_calls=slow,
-            failure_ratio=failures / calls if calls else 0.0,
-            slow_call_ratio=slow / calls if calls else 0.0,
-        )
+        return _metrics(self.state, *self._counts)
 
     # -- the hooks ----------------------------------------------------------------------
 
@@ -650,3 +634,15 @@ class _SharedCircuitBreaker(CircuitBreaker):
         if new is not old:
             self._shared_state = new
             self._transitioned(old, new, self._now())
+
+
+def _metrics(state: CircuitState, calls: int, failures: int, slow: int) -> CircuitBreakerMetrics:
+    """The snapshot `metrics()` returns, from a state and its window's three counts."""
+    return CircuitBreakerMetrics(
+        state=state,
+        calls=calls,
+        failures=failures,
+        slow_calls=slow,
+        failure_ratio=failures / calls if calls else 0.0,
+        slow_call_ratio=slow / calls if calls else 0.0,
+    )
