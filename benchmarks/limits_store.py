@@ -75,17 +75,7 @@ def _ours(strategy: str, redis_url: str | None) -> Callable[[], Runner]:
             strategy=strategy,
             prefix=f"bench-{uuid.uuid4().hex}",
         )
-        limiter = RateLimiter(RATE, store=store)
-        turn = 0
-
-        async def run(n: int) -> None:
-            nonlocal turn
-            for _ in range(n):
-                turn = (turn + 1) % len(KEYS)
-                await limiter.acquire(KEYS[turn])
-                await bare()
-
-        return run
+        return _cycling_keys(RateLimiter(RATE, store=store))
 
     return build
 
@@ -93,7 +83,11 @@ def _ours(strategy: str, redis_url: str | None) -> Callable[[], Runner]:
 def _memory_store() -> Runner:
     from resilient import RateLimiter
 
-    limiter = RateLimiter(RATE)
+    return _cycling_keys(RateLimiter(RATE))
+
+
+def _cycling_keys(limiter: Any) -> Runner:
+    """`n` calls, each taking a permit from the next of KEYS in turn, then the bare call."""
     turn = 0
 
     async def run(n: int) -> None:
