@@ -14,9 +14,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
-
-from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for
+from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for, run_to_the_end
 from resilient._gcra import Decision
 from resilient._validate import check_positive, short_repr
 from resilient.exceptions import StorageUnavailableError
@@ -516,7 +514,9 @@ class RedisStore:
         except BaseException:
             # Cancelled in flight: the script may have run and taken permits nobody will
             # use. Give them back unless someone took permits after us.
-            await self._undo(store_key, f"{self._nonce_head}{count:x}", emission_interval, cost)
+            nonce = f"{self._nonce_head}{count:x}"
+            args = f"n {nonce} {emission_interval!r} {cost}{self._fixed_now()}"
+            await self._undo("refund", store_key, args)
             raise
         self._arrived(trip, "acquire")
         allowed, seconds, left, tat = reply.split()
@@ -525,16 +525,20 @@ class RedisStore:
             return _new(Decision, (True, float(seconds), 0.0, int(left), float(tat)))
         return _new(Decision, (False, 0.0, float(seconds), int(left), float(tat)))
 
-    async def _undo(self, store_key: str, nonce: str, emission_interval: float, cost: int) -> None:
+    async def _undo(self, operation: str, key: str, args: str, ring: str | None = None) -> None:
+        """Give back what a cancelled round trip may have taken (a refund of permits, a
+        probe slot): runs to its end through the cancellation being delivered, bounded by
+        `timeout`; nothing while Redis is down or when it fails (unrefunded permits expire,
+        a slot is freed by the breaker's next state change)."""
         if self._guard.retry_at is not None:
             return
-        args = f"n {nonce} {emission_interval!r} {cost}{self._fixed_now()}"
-        # Shielded from the cancellation being delivered; `_call` bounds it by `timeout`.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._call("refund", store_key, args, False)
-            except Exception:
-                pass  # unrefunded permits just expire; the cancellation must propagate
+        await run_to_the_end(self._undo_step(operation, key, args, ring))
+
+    async def _undo_step(self, operation: str, key: str, args: str, ring: str | None) -> None:
+        try:
+            await self._call(operation, key, args, False, ring)
+        except Exception:
+            pass
 
     def _fallback(self, burst: int, cost: int, cause: BaseException | None) -> Decision | None:
         """The `on_unavailable` decision for a request Redis could not take: allowed (as if
@@ -650,7 +654,7 @@ class RedisStore:
             except BaseException:
                 # Cancelled in flight: the script may have taken a probe slot for a call
                 # that will never run. Give it back if it is still ours.
-                await self._breaker_undo(key, ring, f"n {nonce}")
+                await self._undo("breaker_release", key, f"n {nonce}", ring)
                 raise
             else:
                 admitted, state, epoch, retry_after = _text(reply).split()
@@ -689,17 +693,7 @@ class RedisStore:
         """Free the probe slot of a call admitted in `epoch` that ended without an outcome
         (see `BreakerStore.breaker_release`); nothing when Redis cannot be reached."""
         key, ring = self._breaker_keys(name)
-        await self._breaker_undo(key, ring, f"e {epoch}")
-
-    async def _breaker_undo(self, key: str, ring: str, args: str) -> None:
-        if self._guard.retry_at is not None:
-            return
-        # Shielded from a cancellation being delivered; `_call` bounds it by `timeout`.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._call("breaker_release", key, args, False, ring)
-            except Exception:
-                pass  # a slot not given back is freed by the breaker's next state change
+        await self._undo("breaker_release", key, f"e {epoch}", ring)
 
 
 def _text(reply: bytes | str) -> str:
