@@ -125,8 +125,9 @@ async def test_an_outcome_has_reached_the_store_when_the_call_returns(
     await failures(here, 2)
     with pytest.raises(CircuitOpenError):
         await there.call(succeed)
-    # Nothing is left running once the calls have returned.
-    assert asyncio.all_tasks() == tasks
+    # Nothing is left running once the calls have returned (but the stores' connections).
+    left = {t for t in asyncio.all_tasks() if "Multiplexer" not in t.get_coro().__qualname__}
+    assert left == tasks
 
 
 @pytest.mark.parametrize("face", ["call", "async with"])

@@ -29,6 +29,7 @@ from resilient.storage._availability import (
     Mode,
 )
 from resilient.storage._base import BreakerSettings, BreakerView
+from resilient.storage._multiplex import Multiplexer
 from resilient.storage.memory import MemoryStore
 from resilient.telemetry._core import PolicyTelemetry
 
@@ -204,6 +205,7 @@ class RedisStore:
         "_head",
         "_keys",
         "_local",
+        "_multiplexer",
         "_nonce_head",
         "_nonces",
         "_noscript",
@@ -246,8 +248,13 @@ class RedisStore:
                 "client_or_url must be a Redis URL or a redis.asyncio.Redis or "
                 f"redis.asyncio.RedisCluster client{hint}, got {short_repr(client_or_url)}"
             )
-        # Bound once: redis-py's execute_command is untyped, and a decision is one call.
-        self._execute: Callable[..., Awaitable[Any]] = self._client.execute_command
+        # Bound once: a decision is one call. On a plain Redis, every round trip shares one
+        # pipelined connection (see _multiplex); a cluster routes each key to its node.
+        connect = Multiplexer.supports(self._client)
+        self._multiplexer = None if connect is None else Multiplexer(connect)
+        self._execute: Callable[..., Awaitable[Any]] = (
+            self._client.execute_command if self._multiplexer is None else self._multiplexer.execute
+        )
         errors = redis.exceptions
         # What "Redis cannot be reached" looks like; any other error is a bug or a
         # misconfiguration (a key of ours holding another type), raised as it is.
@@ -330,7 +337,9 @@ class RedisStore:
 
     async def aclose(self) -> None:
         """Close the client, if the store built it from a URL (a client you passed in
-        stays yours to close)."""
+        stays yours to close), and the store's own connection."""
+        if self._multiplexer is not None:
+            await self._multiplexer.aclose()
         if self._owned:
             await self._client.aclose()
 
@@ -428,6 +437,8 @@ class RedisStore:
         if queue.leave(entry, error):
             cause: BaseException = TimeoutError(f"Redis did not answer within {self.timeout:g}s")
             cause.__cause__ = error
+            if self._multiplexer is not None:
+                self._multiplexer.reset()
         elif isinstance(error, self._unavailable_errors):
             cause = error
         else:
