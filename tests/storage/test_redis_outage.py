@@ -10,6 +10,7 @@ carry a wide margin for a loaded machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -226,4 +227,41 @@ async def test_the_local_fallback_limits_with_the_same_settings(prefix: str) -> 
         await limiter.acquire()
     assert caught.value.retry_after == pytest.approx(60.0, abs=1.0)
     assert await limiter.remaining() == 0
+    await store.aclose()
+
+
+class CountingStore(RedisStore):
+    """A RedisStore that counts the decisions awaited from it."""
+
+    asked = 0
+
+    async def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        return await super().acquire(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["allow", "local"])
+async def test_while_down_the_limiter_decides_without_a_round_trip_until_a_probe_is_due(
+    prefix: str, mode: Any
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    store = CountingStore(url, prefix=prefix, on_unavailable=mode)
+    limiter = RateLimiter(1, per=60.0, burst=6, store=store)
+    for _ in range(3):  # three refused round trips: down
+        await limiter.acquire()
+    assert not store.available
+    store.asked = 0
+    for _ in range(3):  # decided in this process: the local bucket, or allowed
+        await limiter.acquire()
+    if mode == "local":
+        with pytest.raises(RateLimitedError) as caught:
+            await limiter.acquire()
+        assert caught.value.retry_after == pytest.approx(60.0, abs=1.0)
+    else:
+        await limiter.acquire()
+    assert store.asked == 0
+    store._guard.retry_at = 0.0  # the cool-down is over: the next call probes Redis
+    with contextlib.suppress(RateLimitedError):
+        await limiter.acquire()
+    assert store.asked == 1
     await store.aclose()

@@ -124,6 +124,10 @@ class Availability:
         state = "up" if self.retry_at is None else "down"
         return f"<Availability {state}, failures={self.failures}>"
 
+    def probe_due(self) -> bool:
+        """While down: whether a caller would be the probe now (nothing taken)."""
+        return not self.probing and self._now() >= (self.retry_at or 0.0)
+
     def may_probe(self) -> bool:
         """While down: whether this caller should try the backend (then it is the probe)."""
         if self.probing or self._now() < (self.retry_at or 0.0):

@@ -551,6 +551,23 @@ class RedisStore:
         except Exception:
             pass
 
+    def _decide_nowait(self, key: str, increment: float, capacity: float) -> float:
+        """`RateLimiter`'s synchronous question, "take `increment` seconds of permits from
+        a bucket of `capacity` seconds now?", answered without awaiting while Redis is
+        down: `0.0` (taken, or allowed), the seconds until they would be (with `"local"`),
+        or NaN: ask `acquire` (Redis is up, a probe is due, or the mode is `"deny"`, whose
+        error belongs in the call's own record)."""
+        guard = self._guard
+        if guard.retry_at is None or self.on_unavailable == "deny" or guard.probe_due():
+            return math.nan
+        telemetry = self._telemetry
+        if not telemetry.quiet():
+            telemetry.emit(FALLBACK, self._fallback_attrs)
+        local = self._local
+        if local is None:
+            return 0.0
+        return local.acquire_nowait(key, increment, capacity)
+
     def _fallback(self, burst: int, cost: int, cause: BaseException | None) -> Decision | None:
         """The `on_unavailable` decision for a request Redis could not take: allowed (as if
         the bucket were full; NaN as the receipt, since there is nothing to refund), or
