@@ -124,7 +124,7 @@ def _check_mode(mode: Any) -> Mode:
 _new: Final = tuple.__new__
 
 #: A round trip under way: its deadline queue and entry, and its start (0.0: not timed).
-_Trip = tuple[DeadlineQueue, list[Any], float]
+_Trip = tuple[DeadlineQueue, list[Any], float, Availability]
 
 
 class _Unavailable(Exception):
@@ -167,7 +167,11 @@ class RedisStore:
     After three failed round trips in a row the store counts Redis as down: decisions go
     straight to `on_unavailable` without waiting, and every few seconds (0.5 s, doubling
     up to 4 s) one decision probes Redis again; the first that succeeds brings the store
-    back. `available` says which it is.
+    back. `available` says which it is. On a cluster, each master has its own count: a
+    failed master sends only its own keys' decisions to `on_unavailable`.
+
+    On a single Redis, the store's round trips share one pipelined connection of its own
+    (opened with the client's settings); a cluster client is used through its own pools.
 
     A decision whose caller is cancelled while its round trip is in flight gives its
     permits back, unless another request took permits on the key after it (the same rule
@@ -202,6 +206,7 @@ class RedisStore:
         "_execute",
         "_fallback_attrs",
         "_guard",
+        "_guards",
         "_head",
         "_keys",
         "_local",
@@ -213,6 +218,7 @@ class RedisStore:
         "_owned",
         "_queue",
         "_scripts",
+        "_slots",
         "_telemetry",
         "_unavailable_errors",
         "on_unavailable",
@@ -276,6 +282,11 @@ class RedisStore:
         self._breaker_args: dict[BreakerSettings, str] = {}
         self._telemetry = PolicyTelemetry("storage", self.prefix)
         self._guard = Availability(self._telemetry)
+        # A cluster: one guard per master (by node name), so that a failed shard sends only
+        # its own keys' decisions to `on_unavailable`; `_guard` stands for a node not known
+        # yet. Each key's slot is cached with its hashed key.
+        self._guards: dict[str, Availability] | None = {} if self._is_cluster() else None
+        self._slots: dict[str, int] = {}
         self._fallback_attrs = {ATTR_MODE: self.on_unavailable}
         self._local = MemoryStore() if self.on_unavailable == "local" else None
         # "allow" decisions, made once per (burst, cost): every call while Redis is down.
@@ -332,8 +343,11 @@ class RedisStore:
     @property
     def available(self) -> bool:
         """`False` while the store counts Redis as down (decisions go to `on_unavailable`
-        without a round trip); `True` otherwise."""
-        return self._guard.retry_at is None
+        without a round trip), or on a cluster any of its masters; `True` otherwise."""
+        if self._guard.retry_at is not None:
+            return False
+        guards = self._guards
+        return guards is None or all(guard.retry_at is None for guard in guards.values())
 
     async def aclose(self) -> None:
         """Close the client, if the store built it from a URL (a client you passed in
@@ -367,6 +381,32 @@ class RedisStore:
                 self._keys[key] = hashed
         return hashed
 
+    def _is_cluster(self) -> bool:
+        import redis.asyncio
+
+        return isinstance(self._client, redis.asyncio.RedisCluster)
+
+    def _guard_of(self, store_key: str) -> Availability:
+        """The availability guard of the server that holds `store_key`: the store's one
+        guard on a single Redis, the guard of the key's master on a cluster."""
+        guards = self._guards
+        if guards is None:
+            return self._guard
+        cluster: Any = self._client
+        slot = self._slots.get(store_key)
+        if slot is None:
+            if len(self._slots) >= _MAX_CACHED:
+                self._slots.clear()
+            slot = self._slots[store_key] = cluster.keyslot(store_key)
+        try:
+            node = cluster.nodes_manager.get_node_from_slot(slot).name
+        except Exception:  # no topology yet (before the first call), or the slot is lost
+            return self._guard
+        guard = guards.get(node)
+        if guard is None:
+            guard = guards[node] = Availability(self._telemetry, server=node)
+        return guard
+
     def _arg_head(self, emission_interval: float, burst: int, cost: int, max_wait: float) -> str:
         """The acquire script's arguments before the nonce's counter, for these settings."""
         setting = (emission_interval, burst, cost, max_wait)
@@ -384,9 +424,9 @@ class RedisStore:
         now = self._now
         return "" if now is None else f" {now()!r}"
 
-    def _depart(self) -> _Trip:
-        """Start a round trip: its deadline, `timeout` from now, and its start time when
-        telemetry records it."""
+    def _depart(self, guard: Availability) -> _Trip:
+        """Start a round trip to the server `guard` watches: its deadline, `timeout` from
+        now, and its start time when telemetry records it."""
         loop = asyncio_loop()
         if loop is None:
             raise RuntimeError(
@@ -397,13 +437,12 @@ class RedisStore:
         if queue is None or queue.loop_ref() is not loop:
             queue = self._queue = deadline_queue_for(loop, self.timeout)
         started = 0.0 if self._telemetry.quiet() else perf_counter()
-        return queue, queue.push(loop), started
+        return queue, queue.push(loop), started, guard
 
     def _arrived(self, trip: _Trip, operation: str) -> None:
         """A round trip got its answer."""
-        queue, entry, started = trip
+        queue, entry, started, guard = trip
         queue.leave(entry, None)
-        guard = self._guard
         if guard.failures or guard.probing or guard.retry_at is not None:
             guard.succeeded()
         if started:
@@ -425,7 +464,7 @@ class RedisStore:
         were flushed), send the script itself with EVAL, which also caches it again, and
         return its answer. Otherwise raise `_Unavailable` when Redis cannot be reached, or
         `error` itself (a cancellation, a bug)."""
-        queue, entry, _ = trip
+        queue, entry, _, guard = trip
         if isinstance(error, self._noscript):
             try:
                 text = self._scripts[operation].text
@@ -442,9 +481,9 @@ class RedisStore:
         elif isinstance(error, self._unavailable_errors):
             cause = error
         else:
-            self._guard.abandoned(probe=probe)
+            guard.abandoned(probe=probe)
             raise error
-        self._guard.failed(cause, probe=probe)
+        guard.failed(cause, probe=probe)
         raise _Unavailable(cause) from None
 
     async def _call(
@@ -452,7 +491,7 @@ class RedisStore:
     ) -> Any:
         """Run one script on `key` (and a breaker's `ring`) with its arguments (one string of
         fields), bounded by `timeout`; raise `_Unavailable` when Redis cannot be reached."""
-        trip = self._depart()
+        trip = self._depart(self._guard_of(key))
         sha = self._scripts[operation].sha
         try:
             if ring is None:
@@ -464,9 +503,10 @@ class RedisStore:
         self._arrived(trip, operation)
         return reply
 
-    def _try_redis(self) -> tuple[bool, bool]:
-        """(whether to make the round trip, whether it is the probe of a down Redis)."""
-        guard = self._guard
+    def _try_redis(self, store_key: str) -> tuple[bool, bool]:
+        """(whether to make the round trip for `store_key`, whether it is the probe of a
+        down server)."""
+        guard = self._guard_of(store_key)
         if guard.retry_at is None:
             return True, False
         probe = guard.may_probe()
@@ -493,9 +533,11 @@ class RedisStore:
     ) -> Decision:
         """Admit, delay or reject a request for `cost` permits (see `Store.acquire`), in
         one round trip; when Redis cannot be reached, as `on_unavailable` says."""
+        store_key = self._key(key)
+        guard = self._guard if self._guards is None else self._guard_of(store_key)
         probe = False
-        if self._guard.retry_at is not None:
-            probe = self._guard.may_probe()
+        if guard.retry_at is not None:
+            probe = guard.may_probe()
             if not probe:
                 # Down: decide here, without a round trip (and, for "allow" and "deny",
                 # without another coroutine: this is every call while Redis is down).
@@ -505,13 +547,12 @@ class RedisStore:
                         key, emission_interval, burst, cost, max_wait
                     )
                 return decision
-        store_key = self._key(key)
         count = next(self._nonces)
         args = f"{self._arg_head(emission_interval, burst, cost, max_wait)}{count:x}"
         if self._now is not None:
             args += self._fixed_now()
         # `_call`, written out: one coroutine frame fewer on every decision.
-        trip = self._depart()
+        trip = self._depart(guard)
         try:
             try:
                 reply = await self._execute("EVALSHA", self._acquire_sha, 1, store_key, args)
@@ -541,7 +582,7 @@ class RedisStore:
         probe slot): runs to its end through the cancellation being delivered, bounded by
         `timeout`; nothing while Redis is down or when it fails (unrefunded permits expire,
         a slot is freed by the breaker's next state change)."""
-        if self._guard.retry_at is not None:
+        if self._guard_of(key).retry_at is not None:
             return
         await run_to_the_end(self._undo_step(operation, key, args, ring))
 
@@ -557,7 +598,7 @@ class RedisStore:
         down: `0.0` (taken, or allowed), the seconds until they would be (with `"local"`),
         or NaN: ask `acquire` (Redis is up, a probe is due, or the mode is `"deny"`, whose
         error belongs in the call's own record)."""
-        guard = self._guard
+        guard = self._guard if self._guards is None else self._guard_of(self._key(key))
         if guard.retry_at is None or self.on_unavailable == "deny" or guard.probe_due():
             return math.nan
         telemetry = self._telemetry
@@ -606,12 +647,13 @@ class RedisStore:
             return True
         if math.isnan(tat):
             return False
-        go, probe = self._try_redis()
+        store_key = self._key(key)
+        go, probe = self._try_redis(store_key)
         if not go:
             return False
         args = f"t {tat!r} {emission_interval!r} {cost}{self._fixed_now()}"
         try:
-            refunded = await self._call("refund", self._key(key), args, probe)
+            refunded = await self._call("refund", store_key, args, probe)
         except _Unavailable:
             return False
         return bool(refunded)
@@ -620,12 +662,13 @@ class RedisStore:
         """Whole permits available on `key` now (see `Store.peek`). While Redis cannot be
         reached: `burst` with `"allow"`, `StorageUnavailableError` with `"deny"`, the
         local fallback's count with `"local"`."""
-        go, probe = self._try_redis()
+        store_key = self._key(key)
+        go, probe = self._try_redis(store_key)
         cause: BaseException | None = None
         if go:
             args = f"{emission_interval!r} {burst}{self._fixed_now()}"
             try:
-                left: int = await self._call("peek", self._key(key), args, probe)
+                left: int = await self._call("peek", store_key, args, probe)
             except _Unavailable as unavailable:
                 cause = unavailable.cause
             else:
@@ -669,10 +712,10 @@ class RedisStore:
         `BreakerStore.breaker_admit`), in one round trip. When Redis cannot be reached:
         None with `"allow"` and `"local"` (the breaker decides in this process),
         `StorageUnavailableError` with `"deny"`."""
-        go, probe = self._try_redis()
+        key, ring = self._breaker_keys(name)
+        go, probe = self._try_redis(key)
         cause: BaseException | None = None
         if go:
-            key, ring = self._breaker_keys(name)
             nonce = next(self._nonces)
             args = f"{self._settings(settings)} {nonce}{self._fixed_now()}"
             try:
@@ -699,10 +742,10 @@ class RedisStore:
         """Count an outcome in the shared breaker `name` and apply its transitions (see
         `BreakerStore.breaker_record`), in one round trip; None when Redis cannot be reached
         (the outcome is not counted on Redis), whatever `on_unavailable` says."""
-        go, probe = self._try_redis()
+        key, ring = self._breaker_keys(name)
+        go, probe = self._try_redis(key)
         cause: BaseException | None = None
         if go:
-            key, ring = self._breaker_keys(name)
             args = (
                 f"{self._settings(settings)} {epoch} {int(failed)} {int(slow)}{self._fixed_now()}"
             )
