@@ -42,9 +42,7 @@ COMING_NAMES = (
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
     "resilient.Hedge",
-    "resilient.AdaptiveThrottle",
     "resilient.Chaos",
-    "resilient.ThrottledError",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
@@ -55,9 +53,7 @@ COMING_NAMES = (
     "HealthApp",
     "Watchdog",
     "Hedge",
-    "AdaptiveThrottle",
     "Chaos",
-    "ThrottledError",
     "LoadShedError",
 )
 

@@ -30,6 +30,7 @@ from resilient.exceptions import RateLimitedError as RateLimitedError
 from resilient.exceptions import RejectedError as RejectedError
 from resilient.exceptions import ResilienceError as ResilienceError
 from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
+from resilient.exceptions import ThrottledError as ThrottledError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
 from resilient.pipeline import Pipeline as Pipeline
@@ -39,9 +40,11 @@ from resilient.retry import Backoff as Backoff
 from resilient.retry import Retry as Retry
 from resilient.retry import RetryBudget as RetryBudget
 from resilient.retry import RetryStatistics as RetryStatistics
+from resilient.throttle import AdaptiveThrottle as AdaptiveThrottle
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "AdaptiveThrottle",
     "Attempt",
     "Backoff",
     "Bulkhead",
@@ -63,6 +66,7 @@ __all__ = (
     "RetryBudget",
     "RetryStatistics",
     "StorageUnavailableError",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceeded",
     "__version__",
