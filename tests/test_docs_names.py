@@ -42,7 +42,6 @@ COMING_NAMES = (
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
     "resilient.Hedge",
-    "resilient.Chaos",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
@@ -53,7 +52,6 @@ COMING_NAMES = (
     "HealthApp",
     "Watchdog",
     "Hedge",
-    "Chaos",
     "LoadShedError",
 )
 

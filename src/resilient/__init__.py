@@ -20,6 +20,7 @@ from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left
 from resilient._version import __version__ as __version__
 from resilient.bulkhead import Bulkhead as Bulkhead
+from resilient.chaos import Chaos as Chaos
 from resilient.circuit_breaker import CircuitBreaker as CircuitBreaker
 from resilient.circuit_breaker import CircuitBreakerMetrics as CircuitBreakerMetrics
 from resilient.circuit_breaker import CircuitState as CircuitState
@@ -49,6 +50,7 @@ __all__ = (
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
+    "Chaos",
     "CircuitBreaker",
     "CircuitBreakerMetrics",
     "CircuitOpenError",
