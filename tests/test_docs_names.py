@@ -41,7 +41,6 @@ COMING_NAMES = (
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "resilient.Hedge",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
@@ -51,7 +50,6 @@ COMING_NAMES = (
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",
-    "Hedge",
     "LoadShedError",
 )
 

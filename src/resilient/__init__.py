@@ -34,6 +34,7 @@ from resilient.exceptions import StorageUnavailableError as StorageUnavailableEr
 from resilient.exceptions import ThrottledError as ThrottledError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
+from resilient.hedge import Hedge as Hedge
 from resilient.pipeline import Pipeline as Pipeline
 from resilient.rate_limit import RateLimiter as RateLimiter
 from resilient.retry import Attempt as Attempt
@@ -57,6 +58,7 @@ __all__ = (
     "CircuitState",
     "Clock",
     "Fallback",
+    "Hedge",
     "LoadShedError",
     "MonotonicClock",
     "Pipeline",
