@@ -64,33 +64,34 @@ async def drive(
 
 def test_core_follows_the_sre_formula() -> None:
     core = ThrottleCore(k=2.0, window=60.0, min_requests=0, max_reject=1.0)
-    for _ in range(100):
-        core.request(0.0)
+    for _ in range(70):
+        core.refuse(0.0)
     for _ in range(30):
         core.accept(0.0)
+    assert core.totals(1.0) == (100, 30)
     assert core.reject_probability(1.0) == pytest.approx((100 - 2 * 30) / 101)
 
 
 def test_core_never_rejects_below_min_requests() -> None:
     core = ThrottleCore(k=2.0, window=60.0, min_requests=20, max_reject=0.9)
     for _ in range(19):
-        core.request(0.0)
+        core.refuse(0.0)
     assert core.reject_probability(0.0) == 0.0
-    core.request(0.0)
+    core.refuse(0.0)
     assert core.reject_probability(0.0) == pytest.approx(0.9)
 
 
 def test_core_caps_the_probability_at_max_reject() -> None:
     core = ThrottleCore(k=2.0, window=60.0, min_requests=0, max_reject=0.5)
     for _ in range(1000):
-        core.request(0.0)
+        core.refuse(0.0)
     assert core.reject_probability(0.0) == 0.5
 
 
 def test_core_forgets_outcomes_that_left_the_window() -> None:
     core = ThrottleCore(k=2.0, window=10.0, min_requests=0, max_reject=0.9)
     for _ in range(100):
-        core.request(0.0)
+        core.refuse(0.0)
     assert core.reject_probability(0.0) > 0.8
     assert core.reject_probability(25.0) == 0.0
     assert core.totals(25.0) == (0, 0)
@@ -188,6 +189,37 @@ async def test_on_result_counts_refusing_results_such_as_a_503() -> None:
     assert throttle.core.totals(clock.now()) == (3, 1)
 
 
+def test_core_counts_nothing_for_calls_in_flight() -> None:
+    core = ThrottleCore(k=2.0, window=60.0, min_requests=0, max_reject=0.9)
+    for _ in range(1000):
+        core.accept(0.0)
+    assert core.reject_probability(0.0) == 0.0
+    assert core.totals(0.0) == (1000, 1000)
+
+
+async def test_a_burst_of_slow_calls_to_a_healthy_upstream_is_never_throttled() -> None:
+    import anyio
+
+    clock = FakeClock()
+    throttle = AdaptiveThrottle(clock=clock, rng=random.Random(0))
+    refused = 0
+
+    async def slow() -> None:
+        await clock.sleep(1.0)
+
+    async def one() -> None:
+        nonlocal refused
+        try:
+            await throttle.call(slow)
+        except ThrottledError:
+            refused += 1
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(200):
+            tasks.start_soon(one)
+    assert refused == 0
+
+
 async def test_cancellation_is_not_a_refusal() -> None:
     import anyio
 
@@ -200,7 +232,7 @@ async def test_cancellation_is_not_a_refusal() -> None:
     with anyio.CancelScope() as scope:
         scope.cancel()
         await throttle.call(hang)
-    assert throttle.core.totals(clock.now()) == (1, 1)
+    assert throttle.core.totals(clock.now()) == (0, 0)
 
 
 async def test_throttled_error_carries_policy_and_retry_after() -> None:

@@ -13,6 +13,7 @@ recovery. The counting is the library's one sliding window (`resilient._window`)
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any, Final
@@ -37,7 +38,7 @@ from resilient.telemetry._spec import Effect, EventSpec, Instrument
 __all__ = ("AdaptiveThrottle", "ThrottleCore")
 
 _REQUESTS: Final = 0
-_ACCEPTS: Final = 1
+_REFUSED: Final = 1
 _BUCKETS: Final = 10
 
 # -- what AdaptiveThrottle reports (telemetry as data; see resilient.telemetry) --------------
@@ -60,48 +61,60 @@ class ThrottleCore:
         k: the multiplier (>= 1): the client keeps sending about `k` times what the
             upstream accepts.
         window: the sliding window, in seconds.
-        min_requests: no call is refused while fewer requests than this were attempted in
+        min_requests: no call is refused while fewer requests than this were counted in
             the window.
         max_reject: the highest rejection probability, in [0, 1].
 
+    A call is counted when it ends: as accepted (`accept`), or as not accepted
+    (`refuse`: the upstream refused it, or the throttle did). Calls still in flight are
+    in neither count, so a burst of slow calls to a healthy upstream is never mistaken
+    for refusals. While nothing was refused for a whole window, the probability is 0
+    without reading the window at all.
+
     Examples:
         >>> core = ThrottleCore(k=2.0, window=60.0, min_requests=0, max_reject=0.9)
-        >>> for _ in range(100):
-        ...     core.request(now=1.0)
         >>> for _ in range(10):
         ...     core.accept(now=1.0)
+        >>> for _ in range(90):
+        ...     core.refuse(now=1.0)
         >>> round(core.reject_probability(now=2.0), 3)  # (100 - 2 * 10) / 101
         0.792
     """
 
-    __slots__ = ("_counts", "k", "max_reject", "min_requests")
+    __slots__ = ("_counts", "_quiet_after", "_span", "k", "max_reject", "min_requests")
 
     def __init__(self, *, k: float, window: float, min_requests: int, max_reject: float) -> None:
         self.k = k
         self.min_requests = min_requests
         self.max_reject = max_reject
-        # Requests are counted on every call, before the decision: the tallied field.
+        # Accepted calls, the hot path, are tallied: a comparison and an increment.
         self._counts = RollingCounts(window, 2, _BUCKETS, tallied=_REQUESTS)
-
-    def request(self, now: float) -> None:
-        """Count one call the client attempted at `now` (sent or refused locally)."""
-        self._counts.tally(now)
+        # A refusal stays in the window's counts for at most a window and a bucket.
+        self._span = window + window / _BUCKETS
+        self._quiet_after = -math.inf
 
     def accept(self, now: float) -> None:
         """Count one call the upstream accepted (answered, whatever the answer)."""
-        self._counts.add(now, _ACCEPTS)
+        self._counts.tally(now)
+
+    def refuse(self, now: float) -> None:
+        """Count one call that was not accepted: refused by the upstream, or locally."""
+        self._counts.add_each(now, (_REQUESTS, _REFUSED))
+        self._quiet_after = now + self._span
 
     def totals(self, now: float) -> tuple[int, int]:
         """(requests, accepts) in the window at `now`."""
-        requests, accepts = self._counts.totals(now)
-        return requests, accepts
+        requests, refused = self._counts.totals(now)
+        return requests, requests - refused
 
     def reject_probability(self, now: float) -> float:
         """The probability of refusing the next call locally, in [0, `max_reject`]."""
-        requests, accepts = self._counts.totals(now)
+        if now >= self._quiet_after:
+            return 0.0  # nothing refused for a whole window: requests == accepts
+        requests, refused = self._counts.totals(now)
         if requests < self.min_requests:
             return 0.0
-        p = (requests - self.k * accepts) / (requests + 1)
+        p = (requests - self.k * (requests - refused)) / (requests + 1)
         if p <= 0.0:
             return 0.0
         return p if p < self.max_reject else self.max_reject
@@ -109,6 +122,7 @@ class ThrottleCore:
     def reset(self) -> None:
         """Forget every request and accept."""
         self._counts.reset()
+        self._quiet_after = -math.inf
 
 
 class AdaptiveThrottle(AdmissionPolicy):
@@ -116,8 +130,8 @@ class AdaptiveThrottle(AdmissionPolicy):
 
     Client-side adaptive throttling from the Google SRE book ("Handling Overload"). Over a
     sliding `window` the throttle counts the calls it was asked to make (`requests`, those
-    it refused itself included) and those the upstream accepted (`accepts`), and refuses
-    each new call with probability
+    it refused itself included) and those the upstream accepted (`accepts`), each when it
+    ends, and refuses each new call with probability
 
         max(0, (requests - k * accepts) / (requests + 1)), capped at max_reject.
 
@@ -140,8 +154,8 @@ class AdaptiveThrottle(AdmissionPolicy):
             predicate `(exception) -> bool` (default `RejectedError`: a rejection by a
             policy further down, e.g. an open breaker, or an overloaded upstream's refusal
             turned into an exception). Any other exception means the upstream accepted and
-            answered the call (a 404 is an answer, not a refusal). Cancellation counts as
-            accepted: it is not a refusal.
+            answered the call (a 404 is an answer, not a refusal). A cancelled call is not
+            counted at all: its answer is unknown.
         on_result: `(result) -> bool`, True when a returned result is a refusal (default
             `None`: every result is accepted). For an HTTP client:
             `on_result=lambda r: r.status_code in (429, 503)`.
@@ -267,30 +281,40 @@ class AdaptiveThrottle(AdmissionPolicy):
     # -- the admission hooks (the shell is resilient._admission) --------------------------
 
     def _admit(self) -> Any:
-        now = self._now()
         core = self._core
-        p = core.reject_probability(now)
-        core.request(now)
-        if p and self._random() < p:
-            raise ThrottledError(
-                f"{self.name} refused the call locally: the upstream accepted too few of "
-                f"the recent calls (refusing {p:.0%} of calls)",
-                policy=self.name,
-                retry_after=self._retry_after,
-            )
+        now = self._now()
+        if now < core._quiet_after:
+            p = core.reject_probability(now)
+            if p and self._random() < p:
+                core.refuse(now)
+                raise self._throttled(p)
         return None
+
+    def _throttled(self, p: float) -> ThrottledError:
+        return ThrottledError(
+            f"{self.name} refused the call locally: the upstream accepted too few of "
+            f"the recent calls (refusing {p:.0%} of calls)",
+            policy=self.name,
+            retry_after=self._retry_after,
+        )
 
     async def _wait(self, record: CallRecord) -> Any:  # pragma: no cover - _admit never waits
         raise AssertionError("AdaptiveThrottle never asks to wait")
 
     def _settle(self, ticket: Any, error: BaseException | None) -> None:
-        if isinstance(error, Exception) and self._refused(error):
-            return
-        self._core.accept(self._now())
+        if error is None:
+            self._core.accept(self._now())
+        elif isinstance(error, Exception):
+            if self._refused(error):
+                self._core.refuse(self._now())
+            else:
+                self._core.accept(self._now())
+        # Cancelled: the upstream's answer is unknown; the call is not counted.
 
     def _settle_result(self, ticket: Any, result: object) -> bool:
         on_result = self.on_result
         if on_result is not None and on_result(result):
+            self._core.refuse(self._now())
             return True
         self._core.accept(self._now())
         return False

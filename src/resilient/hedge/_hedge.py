@@ -9,14 +9,16 @@ the call returns, so nothing outlives it.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from typing import Any, Final, TypeVar
 
 import anyio
 
-from resilient._backend import OneShotEvent, one_shot_event
-from resilient._clock import Clock, TimedScope
+from resilient._backend import OneShotEvent, asyncio_loop, current_task, one_shot_event
+from resilient._clock import Clock, TimedScope, TimerHandle, is_native, schedule
 from resilient._deadline import time_left
 from resilient._on import On, exception_filter
 from resilient._policy import Policy
@@ -180,10 +182,12 @@ class Hedge(Policy):
     __slots__ = (
         "_budget",
         "_clock",
+        "_due_line",
         "_estimator",
         "_failed",
         "_now",
         "_telemetry",
+        "_timed",
         "delay",
         "max_hedges",
         "min_delay",
@@ -237,6 +241,10 @@ class Hedge(Policy):
             "hedge", self.name, enabled=check_bool("telemetry", telemetry)
         )
         self._estimator = QuantileEstimator(self.quantile)
+        # asyncio runs the primary inline in the caller's task and needs timers on the
+        # clock: the loop's own, or the clock's (FakeClock). Other clocks use task groups.
+        self._timed = is_native(self._clock) or hasattr(self._clock, "call_at")
+        self._due_line: _DueLine | None = None
 
     def __repr__(self) -> str:
         return (
@@ -285,7 +293,14 @@ class Hedge(Policy):
         if delay is None:
             return await self._unhedged(record, started, fn, args, kwargs)
         try:
-            race = await self._race(record, delay, fn, args, kwargs)
+            loop = asyncio_loop()
+            race: _Race
+            if loop is not None and self._timed:
+                native = _AsyncioRace(self, loop, record, delay, fn, args, kwargs)
+                await native.run()
+                race = native
+            else:
+                race = await self._race(record, delay, fn, args, kwargs)
         except BaseException as exc:
             record.end(outcome_of(exc), exc)
             raise
@@ -296,7 +311,7 @@ class Hedge(Policy):
             if race.error:
                 record.end("failure", race.value)
                 raise race.value
-            if race.latency is not None:
+            if race.latency is not None and self.delay is None:
                 self._estimator.add(race.latency)
             record.end("success")
             won: T = race.value
@@ -432,3 +447,320 @@ class Hedge(Policy):
                 race.fail(index, None, result)
                 return
         race.win(index, result, False, now() - started)
+
+
+_PRIMARY, _WAITING = 0, 1
+
+
+class _Due:
+    """A race waiting for its next hedge in a `_DueLine`: a link of the line, and the handle
+    the race cancels (`cancel()` unlinks it wherever it stands)."""
+
+    __slots__ = ("after", "before", "due", "line", "race")
+
+    def __init__(self, line: _DueLine, race: _AsyncioRace | None, due: float) -> None:
+        self.line = line
+        self.race = race
+        self.due = due
+        self.before: _Due | None = None
+        self.after: _Due | None = None
+
+    def cancel(self) -> None:
+        if self.race is None:
+            return
+        self.race = None
+        before, after = self.before, self.after
+        assert before is not None  # linked: the line's head stands before every link
+        before.after = after
+        if after is None:
+            self.line.tail = before
+        else:
+            after.before = before
+
+
+class _DueLine:
+    """The races of one `Hedge` on one asyncio loop waiting for their next hedge, in the
+    order they are due, under one loop timer.
+
+    With a fixed delay every race is due `delay` after it was armed, so they arrive in
+    order: one timer armed for the oldest replaces a loop timer per call (a heap push,
+    and a cancelled handle left on the heap by every call answered in time). A race
+    answered in time unlinks itself in constant time. An adaptive delay that shrinks may
+    put a race due before the one ahead of it: it gets a timer of its own then.
+    """
+
+    __slots__ = ("armed_at", "head", "loop", "tail")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.head = _Due(self, None, -math.inf)
+        self.tail = self.head
+        self.armed_at = math.inf
+
+    def push(self, race: _AsyncioRace, delay: float) -> _Due:
+        loop = self.loop
+        due = loop.time() + delay
+        link = _Due(self, race, due)
+        tail = self.tail
+        link.before = tail
+        tail.after = link
+        self.tail = link
+        if due < self.armed_at:
+            self.armed_at = due
+            loop.call_at(due, self._fire)
+        return link
+
+    def _fire(self) -> None:
+        now = self.loop.time()
+        self.armed_at = math.inf
+        head = self.head
+        link = head.after
+        while link is not None and link.due <= now:
+            race = link.race
+            link.cancel()
+            if race is not None:
+                race._due()
+            link = head.after
+        if link is not None and link.due < self.armed_at:
+            self.armed_at = link.due
+            self.loop.call_at(link.due, self._fire)
+
+
+class _AsyncioRace(_Race):
+    """One hedged call on asyncio: the primary runs inline in the caller's task, and the
+    hedges are tasks started by a timer on the clock.
+
+    A primary that answers before the delay costs a timer armed and called off: no task,
+    no event loop round trip. A hedge that wins while the primary runs interrupts it the
+    way `asyncio.timeout` does, by cancelling the caller's task and taking the
+    cancellation back (`uncancel`) when it arrives; a cancellation from anyone else
+    propagates. Once the primary has failed, the caller waits on a future the attempts
+    resolve.
+    """
+
+    __slots__ = (
+        "args",
+        "began",
+        "ctx",
+        "delay",
+        "fn",
+        "future",
+        "hedge",
+        "hedges",
+        "interrupted",
+        "kwargs",
+        "loop",
+        "phase",
+        "record",
+        "stopped",
+        "task",
+        "tasks",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        hedge: Hedge,
+        loop: asyncio.AbstractEventLoop,
+        record: CallRecord,
+        delay: float,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        task = current_task(loop)
+        if task is None:
+            raise RuntimeError("Hedge must be used inside an asyncio task")
+        self.hedge = hedge
+        self.loop = loop
+        self.task = task
+        self.record = record
+        self.delay = delay
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.ctx: Context | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.timer: TimerHandle | None = None
+        self.hedges = 0
+        self.phase = _PRIMARY
+        self.interrupted = False
+        self.stopped = False
+        self.began = 0.0
+
+    # -- timers and hedges (called from the loop, outside the caller's task) ---------------
+
+    def _arm(self, delay: float) -> None:
+        hedge = self.hedge
+        clock = hedge._clock
+        if is_native(clock):
+            line = hedge._due_line
+            if line is None or line.loop is not self.loop:
+                line = hedge._due_line = _DueLine(self.loop)
+            self.timer = line.push(self, delay)
+        else:
+            self.timer = schedule(clock, clock.now() + delay, self._due)
+
+    def _disarm(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.winner is None:
+            self._launch()
+
+    def _launch(self) -> bool:
+        """Start the next hedge if one may start now; False when none will any more."""
+        hedge = self.hedge
+        if self.stopped or self.hedges >= hedge.max_hedges:
+            return False
+        self._disarm()
+        ctx = self.ctx
+        if ctx is None:
+            ctx = self.ctx = copy_context()
+        at = hedge._now()
+        left = ctx.run(time_left)
+        if left is not None and left <= 0:
+            self.stopped = True
+            self.record.event(STOPPED, {ATTR_REASON: "deadline"})
+            return False
+        budget = hedge._budget
+        if budget is not None and not budget.try_spend(at):
+            self.stopped = True
+            self.record.event(BUDGET_EXHAUSTED, {ATTR_ATTEMPT: self.hedges + 1})
+            return False
+        self.hedges += 1
+        self.record.event(STARTED, {ATTR_ATTEMPT: self.hedges, ATTR_DELAY: at - self.began})
+        self.running += 1
+        self.tasks.append(self.loop.create_task(self._attempt(self.hedges), context=ctx.copy()))
+        if self.hedges < hedge.max_hedges:
+            self._arm(self.delay)
+        return True
+
+    async def _attempt(self, index: int) -> None:
+        _attempt.set(index)  # the task's own context
+        hedge = self.hedge
+        started = hedge._now()
+        try:
+            try:
+                result = await self.fn(*self.args, **self.kwargs)
+            finally:
+                self.running -= 1
+        except Exception as exc:
+            self._judge_error(index, exc)
+            return
+        self._judge_result(index, result, hedge._now() - started)
+
+    def _judge_error(self, index: int, exc: Exception) -> None:
+        if self.winner is not None:
+            return
+        try:
+            failed = self.hedge._failed(exc)
+        except Exception as judged:
+            self._won(index, judged, True, None)
+            return
+        if failed:
+            self._lost(index, exc, None)
+        else:
+            self._won(index, exc, True, None)
+
+    def _judge_result(self, index: int, result: Any, latency: float) -> None:
+        if self.winner is not None:
+            return
+        on_result = self.hedge.on_result
+        if on_result is not None:
+            try:
+                rejected = on_result(result)
+            except Exception as judged:
+                self._won(index, judged, True, None)
+                return
+            if rejected:
+                self._lost(index, None, result)
+                return
+        self._won(index, result, False, latency)
+
+    def _won(self, index: int, value: Any, error: bool, latency: float | None) -> None:
+        self.win(index, value, error, latency)
+        self._disarm()
+        if index == 0:
+            return
+        if self.phase == _PRIMARY:
+            self.interrupted = True
+            self.task.cancel()  # taken back by the caller (uncancel) when it arrives
+        else:
+            self._wake_caller()
+
+    def _lost(self, index: int, error: Exception | None, result: Any) -> None:
+        self.fail(index, error, result)
+        # A failed attempt starts the next hedge at once.
+        if not self._launch() and self.running == 0 and self.phase == _WAITING:
+            self._wake_caller()
+
+    def _wake_caller(self) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the race to its end: `winner` set, or every attempt failed."""
+        hedge, task = self.hedge, self.task
+        cancelling = task.cancelling()
+        self.began = started = hedge._now()
+        self._arm(self.delay)
+        try:
+            result = await self.fn(*self.args, **self.kwargs)
+        except asyncio.CancelledError:
+            if self.interrupted and task.uncancel() <= cancelling:
+                await self._finish()  # a hedge won
+                return
+            self._disarm()
+            self.stopped = True
+            await self._finish()
+            raise
+        except Exception as exc:
+            if self.interrupted:
+                task.uncancel()
+                await self._finish()
+                return
+            self.phase = _WAITING
+            self._judge_error(0, exc)
+        else:
+            if self.interrupted:
+                task.uncancel()
+                await self._finish()
+                return
+            self.phase = _WAITING
+            self._judge_result(0, result, hedge._now() - started)
+        if self.winner is None and self.running:
+            future = self.future = self.loop.create_future()
+            try:
+                await future
+            except asyncio.CancelledError:
+                self.stopped = True
+                self._disarm()
+                await self._finish()
+                raise
+        self._disarm()
+        self.stopped = True
+        await self._finish()
+
+    async def _finish(self) -> None:
+        """Cancel every hedge still running and wait until each has ended."""
+        pending = [t for t in self.tasks if not t.done()]
+        if not pending:
+            return
+        for attempt in pending:
+            attempt.cancel()
+        cancelled: BaseException | None = None
+        while pending:
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError as exc:  # keep waiting: nothing may be left
+                cancelled = exc
+            pending = [t for t in pending if not t.done()]
+        if cancelled is not None:
+            raise cancelled

@@ -41,7 +41,7 @@ class QuantileEstimator:
         growth: the ratio between two bucket edges, > 1 (default 1.05: estimates within
             5 % above the exact quantile).
         generation: samples per generation (default 1000).
-        refresh: the estimate is recomputed every `refresh` samples (default 16).
+        refresh: the estimate is recomputed every `refresh` samples (default 32).
         min_samples: no estimate before this many samples (default 20).
 
     Examples:
@@ -59,6 +59,8 @@ class QuantileEstimator:
         "_inv_log_growth",
         "_log_low",
         "_older",
+        "_older_range",
+        "_range",
         "_since_refresh",
         "generation",
         "high",
@@ -78,7 +80,7 @@ class QuantileEstimator:
         high: float = 1000.0,
         growth: float = 1.05,
         generation: int = 1000,
-        refresh: int = 16,
+        refresh: int = 32,
         min_samples: int = MIN_SAMPLES,
     ) -> None:
         self.quantile = check_ratio("quantile", quantile, allow_zero=False)
@@ -102,6 +104,10 @@ class QuantileEstimator:
         self._inv_log_growth = 1.0 / math.log(growth)
         self._counts = array("q", bytes(8 * buckets))
         self._older = array("q", bytes(8 * buckets))
+        # The lowest and highest bucket holding a sample, in each generation: a quantile
+        # is looked for between them only.
+        self._range = [buckets, -1]
+        self._older_range = [buckets, -1]
         self.size = 0  # samples in the current generation
         self.total = 0  # samples in both generations
         self._estimate: float | None = None
@@ -129,15 +135,22 @@ class QuantileEstimator:
         # Zero, negative or NaN: the smallest bucket.
         index = self._bucket(value) if value > 0.0 else 0
         self._counts[index] += 1
+        span = self._range
+        if index < span[0]:
+            span[0] = index
+        if index > span[1]:
+            span[1] = index
         self.size += 1
         self.total += 1
         if self.size >= self.generation:
             # The current generation becomes the previous one; the oldest is dropped.
             self.total = self.size
             self._older, self._counts = self._counts, self._older
-            counts = self._counts
-            for i in range(len(counts)):
+            self._older_range, self._range = self._range, self._older_range
+            counts, span = self._counts, self._range
+            for i in range(span[0], span[1] + 1):
                 counts[i] = 0
+            span[0], span[1] = len(counts), -1
             self.size = 0
         self._since_refresh += 1
         if self._since_refresh >= self.refresh or self._estimate is None:
@@ -161,12 +174,23 @@ class QuantileEstimator:
         if total < self.min_samples:
             return None
         rank = max(1, math.ceil(self.quantile * total))
-        seen = 0
         counts, older = self._counts, self._older
-        for index in range(len(counts)):
-            seen += counts[index] + older[index]
-            if seen >= rank:
-                return self._edges[index]
+        low = min(self._range[0], self._older_range[0])
+        high = max(self._range[1], self._older_range[1])
+        if rank * 2 <= total:
+            seen = 0
+            for index in range(low, high + 1):
+                seen += counts[index] + older[index]
+                if seen >= rank:
+                    return self._edges[index]
+        else:
+            # A high quantile: count down from the top, the shorter way.
+            above = total - rank  # samples strictly above the one of rank `rank`
+            seen = 0
+            for index in range(high, low - 1, -1):
+                seen += counts[index] + older[index]
+                if seen > above:
+                    return self._edges[index]
         return self._edges[-1]  # pragma: no cover - the ranks add up to total
 
     def reset(self) -> None:
@@ -174,6 +198,8 @@ class QuantileEstimator:
         for counts in (self._counts, self._older):
             for i in range(len(counts)):
                 counts[i] = 0
+        for span in (self._range, self._older_range):
+            span[0], span[1] = len(self._edges), -1
         self.size = self.total = 0
         self._estimate = None
         self._since_refresh = 0
