@@ -352,3 +352,92 @@ def test_defaults_follow_the_design() -> None:
     assert isinstance(hedge.budget, RetryBudget)
     assert hedge.budget is not Hedge().budget
     assert hedge.name == "hedge"
+
+
+# -- the asyncio engine's timer line, and the real clock ---------------------------------
+
+
+class StubLoop:
+    """The two methods of a loop a due line uses, on a hand-moved time line."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Any]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> None:
+        self.timers.append((when, callback))
+
+    def run_until(self, now: float) -> None:
+        self.now = now
+        due = sorted((t for t in self.timers if t[0] <= now), key=lambda t: t[0])
+        self.timers = [t for t in self.timers if t[0] > now]
+        for _, callback in due:
+            callback()
+
+
+class StubRace:
+    def __init__(self, fired: list[str], name: str) -> None:
+        self.fired, self.name = fired, name
+
+    def _due(self) -> None:
+        self.fired.append(self.name)
+
+
+def test_due_line_fires_races_in_order_under_one_timer() -> None:
+    from resilient.hedge._hedge import _DueLine
+
+    loop = StubLoop()
+    line = _DueLine(loop)  # type: ignore[arg-type]
+    fired: list[str] = []
+    links = {}
+    for i, name in enumerate("abcd"):
+        loop.now = i * 0.01
+        links[name] = line.push(StubRace(fired, name), 0.1)  # type: ignore[arg-type]
+    assert len(loop.timers) == 1  # one timer, for the oldest
+    links["b"].cancel()  # answered in time: unlinked where it stands
+    loop.run_until(0.125)
+    assert fired == ["a", "c"]
+    loop.run_until(1.0)
+    assert fired == ["a", "c", "d"]
+    assert line.head.after is None
+
+
+def test_due_line_gives_a_race_due_earlier_a_timer_of_its_own() -> None:
+    from resilient.hedge._hedge import _DueLine
+
+    loop = StubLoop()
+    line = _DueLine(loop)  # type: ignore[arg-type]
+    fired: list[str] = []
+    line.push(StubRace(fired, "slow"), 1.0)  # type: ignore[arg-type]
+    line.push(StubRace(fired, "fast"), 0.1)  # type: ignore[arg-type]
+    assert len(loop.timers) == 2
+    loop.run_until(0.1)
+    assert fired == []  # "fast" waits behind "slow": it fires when "slow" does
+    loop.run_until(1.0)
+    assert fired == ["slow", "fast"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_on_the_real_clock_a_hedge_wins_and_the_primary_is_cancelled() -> None:
+    calls: list[str] = []
+
+    async def lookup() -> str:
+        n = len(calls)
+        calls.append("started")
+        try:
+            await anyio.sleep(5.0 if n == 0 else 0.001)
+        except BaseException:
+            calls.append("cancelled")
+            raise
+        return f"attempt {n}"
+
+    hedge = Hedge(0.01, budget=None)
+    with anyio.fail_after(2.0):
+        assert await hedge.call(lookup) == "attempt 1"
+        assert calls == ["started", "started", "cancelled"]
+        assert await Hedge(1.0).call(anyio.sleep, 0.001) is None  # answered in time
+        with pytest.raises(TimeoutExceeded):
+            await Pipeline(Timeout(0.05), Hedge(0.01, max_hedges=3)).call(lambda: anyio.sleep(5.0))
