@@ -139,12 +139,16 @@ def _hedging(settings: Settings) -> tuple[GroupResult, Chart | None]:
         ratio = _quantile(ordered, 0.99) / base_p99
         goals.append(
             GoalResult(
-                "tail", "adaptive hedge cuts p99 by >= 3x", ratio * 3, 1.0, f"{1 / ratio:.1f}x"
+                "Hedging a heavy tail",
+                "adaptive hedge cuts p99 by >= 3x",
+                ratio * 3,
+                1.0,
+                f"{1 / ratio:.1f}x",
             )
         )
         goals.append(
             GoalResult(
-                "tail",
+                "Hedging a heavy tail",
                 "adaptive hedge adds <= 10 % upstream requests",
                 per_call,
                 1.10,
@@ -274,7 +278,7 @@ def _throttling(settings: Settings) -> GroupResult:
                 off = max(sent / expected, expected / sent)
                 goals.append(
                     GoalResult(
-                        "tail",
+                        "Adaptive throttling of a refusing upstream",
                         "throttle within 20 % of the SRE prediction (upstream at 20 % of demand)",
                         off,
                         1.2,
