@@ -441,3 +441,29 @@ async def test_on_the_real_clock_a_hedge_wins_and_the_primary_is_cancelled() -> 
         assert await Hedge(1.0).call(anyio.sleep, 0.001) is None  # answered in time
         with pytest.raises(TimeoutExceeded):
             await Pipeline(Timeout(0.05), Hedge(0.01, max_hedges=3)).call(lambda: anyio.sleep(5.0))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_each_hedge_runs_in_its_own_callers_context() -> None:
+    from contextvars import ContextVar
+
+    caller: ContextVar[int] = ContextVar("caller")
+    hedge = Hedge(0.01, budget=None)  # one timer line for every call below
+    seen: dict[int, list[tuple[int, int]]] = {}
+
+    async def attempt() -> int:
+        mine = caller.get()
+        seen.setdefault(mine, []).append((hedge_attempt(), mine))
+        await anyio.sleep(1.0 if hedge_attempt() == 0 else 0.001)
+        return mine
+
+    async def one(i: int) -> None:
+        caller.set(i)
+        assert await hedge.call(attempt) == i
+
+    with anyio.fail_after(2.0):
+        async with anyio.create_task_group() as tasks:
+            for i in range(20):
+                tasks.start_soon(one, i)
+    assert all(pairs == [(0, i), (1, i)] for i, pairs in seen.items())
+    assert len(seen) == 20

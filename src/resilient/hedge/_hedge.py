@@ -584,7 +584,9 @@ class _AsyncioRace(_Race):
         self.record = record
         self.delay = delay
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.ctx: Context | None = None
+        # The caller's context: hedges run in copies of it, and read its deadline. Taken
+        # here, since the timer that starts a hedge runs in whichever context armed it.
+        self.ctx: Context = copy_context()
         self.future: asyncio.Future[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.timer: TimerHandle | None = None
@@ -624,8 +626,6 @@ class _AsyncioRace(_Race):
             return False
         self._disarm()
         ctx = self.ctx
-        if ctx is None:
-            ctx = self.ctx = copy_context()
         at = hedge._now()
         left = ctx.run(time_left)
         if left is not None and left <= 0:
@@ -719,14 +719,6 @@ class _AsyncioRace(_Race):
         self._arm(self.delay)
         try:
             result = await self.fn(*self.args, **self.kwargs)
-        except asyncio.CancelledError:
-            if self.interrupted and task.uncancel() <= cancelling:
-                await self._finish()  # a hedge won
-                return
-            self._disarm()
-            self.stopped = True
-            await self._finish()
-            raise
         except Exception as exc:
             if self.interrupted:
                 task.uncancel()
@@ -734,6 +726,19 @@ class _AsyncioRace(_Race):
                 return
             self.phase = _WAITING
             self._judge_error(0, exc)
+        except BaseException as exc:
+            # Our own cancellation (a hedge won) is taken back; any other one propagates.
+            if (
+                self.interrupted
+                and task.uncancel() <= cancelling
+                and isinstance(exc, asyncio.CancelledError)
+            ):
+                await self._finish()
+                return
+            self._disarm()
+            self.stopped = True
+            await self._finish()
+            raise
         else:
             if self.interrupted:
                 task.uncancel()
@@ -745,7 +750,7 @@ class _AsyncioRace(_Race):
             future = self.future = self.loop.create_future()
             try:
                 await future
-            except asyncio.CancelledError:
+            except BaseException:
                 self.stopped = True
                 self._disarm()
                 await self._finish()
