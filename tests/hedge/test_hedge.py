@@ -127,6 +127,28 @@ async def test_an_error_on_does_not_match_is_an_answer_and_wins(clock: FakeClock
     assert upstream.started == 1
 
 
+async def test_a_final_error_of_the_primary_cancels_a_running_hedge(clock: FakeClock) -> None:
+    upstream = Upstream(clock, [0.3, 1.0], [KeyError("gone"), "late"])
+    with pytest.raises(KeyError):
+        await Hedge(0.1, on=ConnectionError, clock=clock).call(upstream)
+    assert (upstream.started, upstream.cancelled, upstream.in_flight) == (2, 1, 0)
+
+
+async def test_a_final_error_of_a_hedge_interrupts_the_primary(clock: FakeClock) -> None:
+    upstream = Upstream(clock, [1.0, 0.05], ["slow", KeyError("gone")])
+    with pytest.raises(KeyError):
+        await Hedge(0.1, on=ConnectionError, clock=clock).call(upstream)
+    assert clock.now() == pytest.approx(0.15)
+    assert (upstream.cancelled, upstream.in_flight) == (1, 0)
+
+
+async def test_a_failed_hedge_leaves_the_primary_to_answer(clock: FakeClock) -> None:
+    upstream = Upstream(clock, [1.0, 0.05], ["slow but fine", ConnectionError("reset")])
+    assert await Hedge(0.1, clock=clock).call(upstream) == "slow but fine"
+    assert clock.now() == pytest.approx(1.0)
+    assert upstream.started == 2
+
+
 async def test_a_rejection_is_an_answer_unless_on_names_it(clock: FakeClock) -> None:
     upstream = Upstream(clock, [0.05, 0.01], [CircuitOpenError("open", policy="b"), "ok"])
     with pytest.raises(CircuitOpenError):
