@@ -1,10 +1,17 @@
 """Hedge: when a call is slower than most, start another and take the first good answer.
 
-The primary attempt runs in a task of its own; the caller's task waits for an outcome or
-for the hedge delay, whichever comes first. At the delay (or at once, when an attempt
-fails) another attempt starts, paid from the retry budget, up to `max_hedges` of them.
-The first acceptable outcome wins; every other attempt is cancelled and awaited before
-the call returns, so nothing outlives it.
+At the hedge delay without an outcome (or at once, when an attempt fails) another attempt
+starts, paid from the retry budget, up to `max_hedges` of them. The first acceptable
+outcome wins; every other attempt is cancelled and awaited before the call returns, so
+nothing outlives it.
+
+Two engines drive a call, with the same rules:
+
+- on asyncio (`_AsyncioRace`), the primary runs inline in the caller's task and the hedges
+  are tasks started by a timer, so a call answered before the delay costs a timer link
+  and nothing else;
+- elsewhere (trio, or a clock that cannot schedule timers), every attempt is a task of an
+  anyio task group and the caller's task waits for an outcome or the delay (`_race`).
 """
 
 from __future__ import annotations
