@@ -489,3 +489,39 @@ async def test_each_hedge_runs_in_its_own_callers_context() -> None:
                 tasks.start_soon(one, i)
     assert all(pairs == [(0, i), (1, i)] for i, pairs in seen.items())
     assert len(seen) == 20
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_thousand_tasks_share_one_hedge_on_the_real_clock() -> None:
+    hedge = Hedge(0.005, max_hedges=2, budget=None)
+    rng = random.Random(3)
+    running = 0
+    started = finished = cancelled = 0
+
+    async def attempt(i: int) -> int:
+        nonlocal running, started, finished, cancelled
+        started += 1
+        running += 1
+        try:
+            await anyio.sleep(rng.choice([0.0, 0.001, 0.05]))
+        except BaseException:
+            cancelled += 1
+            raise
+        finally:
+            running -= 1
+        finished += 1
+        return i
+
+    async def one(i: int) -> None:
+        assert await hedge.call(attempt, i) == i
+
+    with anyio.fail_after(5.0):
+        async with anyio.create_task_group() as tasks:
+            for i in range(1000):
+                tasks.start_soon(one, i)
+    assert running == 0
+    assert started == finished + cancelled
+    assert started > 1000  # some calls were hedged
+    line = hedge._due_line
+    assert line is not None
+    assert line.head.after is None  # no call left waiting for a hedge
