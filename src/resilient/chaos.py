@@ -120,8 +120,9 @@ class Chaos(Policy):
             delay). The wait is cancelled with the call, and an enclosing `Timeout`
             bounds it like anything else.
         result: what an injected call returns instead of running (any value, `None`
-            included; default: no result). Give at most one of `fault` and `result`,
-            and at least one of `fault`, `latency` and `result`.
+            included; default: no result). Give at least one of `fault`, `latency` and
+            `result`, in any combination; with both `fault` and `result`, an injected
+            call raises the fault or returns the result, each half of the time.
         rate: the probability that a call is injected, in [0, 1] (default 0.001, one
             call in a thousand), or a callable `() -> float` read on every call.
         enabled: `True`, `False`, or a callable `() -> bool` read on every call (default
@@ -186,11 +187,6 @@ class Chaos(Policy):
         if fault is None and latency is None and result is NO_RESULT:
             raise ValueError(
                 "give at least one of fault, latency and result: Chaos has nothing to inject"
-            )
-        if fault is not None and result is not NO_RESULT:
-            raise ValueError(
-                f"give at most one of fault and result, got fault={short_repr(fault)} and "
-                f"result={short_repr(result)}; chain two Chaos policies to inject both"
             )
         self._rate = _check_rate(rate)
         self._enabled = _check_enabled(enabled)
@@ -262,16 +258,6 @@ class Chaos(Policy):
                 raise ValueError(f"rate must return a number in [0, 1], got {short_repr(rate)}")
         return rate > 0.0 and self._random() < rate
 
-    def _kind(self) -> str:
-        kinds = []
-        if self.latency is not None:
-            kinds.append("latency")
-        if self._make_fault is not None:
-            kinds.append("fault")
-        if self.result is not NO_RESULT:
-            kinds.append("result")
-        return "+".join(kinds)
-
     def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
         start, injects, inject = self._telemetry.start, self._injects, self._inject
 
@@ -307,15 +293,25 @@ class Chaos(Policy):
     ) -> T:
         """Run one injected call: the latency, then the fault, the result or the call."""
         latency = self.latency
+        make_fault = self._make_fault
+        has_result = self.result is not NO_RESULT
+        if make_fault is not None and has_result and self._random() < 0.5:
+            make_fault = None  # both given: this time, the result
+        elif make_fault is not None:
+            has_result = False
+        kinds = [] if latency is None else ["latency"]
+        if make_fault is not None:
+            kinds.append("fault")
+        elif has_result:
+            kinds.append("result")
         record.set(ATTR_INJECTED, True)
-        attributes: dict[str, Any] = {ATTR_KIND: self._kind()}
+        attributes: dict[str, Any] = {ATTR_KIND: "+".join(kinds)}
         if latency is not None:
             attributes[ATTR_LATENCY] = latency
         record.event(INJECTED, attributes)
         try:
             if latency is not None:
                 await self._clock.sleep(latency)
-            make_fault = self._make_fault
             error = None if make_fault is None else make_fault()
         except BaseException as exc:
             record.end(outcome_of(exc), exc)
@@ -323,7 +319,7 @@ class Chaos(Policy):
         if error is not None:
             record.end("injected", error)
             raise error
-        if self.result is not NO_RESULT:
+        if has_result:
             record.end("injected")
             injected: T = self.result
             return injected
