@@ -104,6 +104,14 @@ async def test_hedges_start_one_delay_apart_up_to_max_hedges(clock: FakeClock) -
     assert clock.now() == pytest.approx(5.0)
 
 
+async def test_a_zero_delay_races_every_attempt_at_once(clock: FakeClock) -> None:
+    upstream = Upstream(clock, [1.0, 0.5, 0.2])
+    assert await Hedge(0.0, max_hedges=2, clock=clock).call(upstream) == "answer 2"
+    assert clock.now() == pytest.approx(0.2)
+    assert (upstream.started, upstream.cancelled, upstream.in_flight) == (3, 2, 0)
+    assert clock.pending_timers == 0
+
+
 async def test_all_attempts_failing_raise_the_primarys_error(clock: FakeClock) -> None:
     first, second = ConnectionError("primary"), ConnectionError("hedge")
     upstream = Upstream(clock, [0.15, 0.3], [first, second])

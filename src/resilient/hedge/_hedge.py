@@ -608,7 +608,11 @@ class _AsyncioRace(_Race):
     def _arm(self, delay: float) -> None:
         hedge = self.hedge
         clock = hedge._clock
-        if is_native(clock):
+        if delay <= 0.0:
+            # No delay: the next hedge starts as soon as the loop runs again (a clock
+            # timer due now would start it before this returns).
+            self.timer = self.loop.call_soon(self._due)
+        elif is_native(clock):
             line = hedge._due_line
             if line is None or line.loop is not self.loop:
                 line = hedge._due_line = _DueLine(self.loop)
