@@ -1,9 +1,10 @@
 """AdaptiveThrottle: client-side adaptive throttling (Google SRE, "Handling Overload").
 
 A client that sees its upstream refuse most of its calls starts refusing calls itself,
-locally and in proportion, before they cost the upstream anything: the client-side twin of
-a server that sheds load. The decision is the SRE book's formula over a sliding window of the calls
-this client attempted (`requests`) and those the upstream accepted (`accepts`):
+locally and in proportion, before they cost the upstream anything: the client-side twin
+of a server that sheds load. The decision is the SRE book's formula over a sliding window
+of the calls this client attempted (`requests`) and those the upstream accepted
+(`accepts`), each counted when the call ends:
 
     reject with probability  max(0, (requests - k * accepts) / (requests + 1))
 
