@@ -269,6 +269,22 @@ async def test_inside_a_timeout_hedges_stop_at_the_deadline(clock: FakeClock) ->
     assert clock.pending_timers == 0
 
 
+async def test_a_timeout_per_attempt_inside_the_hedge(clock: FakeClock) -> None:
+    # The hedge wins while the primary sits inside its own Timeout: the Timeout lets the
+    # hedge's cancellation through, and the call answers with the hedge.
+    upstream = Upstream(clock, [5.0, 0.05])
+    policy = Pipeline(Hedge(0.1, clock=clock), Timeout(0.5, clock=clock))
+    assert await policy.call(upstream) == "answer 1"
+    assert clock.now() == pytest.approx(0.15)
+    # The primary's own Timeout fires first: a failure like any other, and a hedge starts.
+    upstream = Upstream(clock, [5.0, 0.05])
+    start = clock.now()
+    policy = Pipeline(Hedge(1.0, clock=clock), Timeout(0.2, clock=clock))
+    assert await policy.call(upstream) == "answer 1"
+    assert clock.now() - start == pytest.approx(0.25)
+    assert clock.pending_timers == 0
+
+
 async def test_caller_cancelled_while_hedges_run_leaves_no_attempt_behind(
     clock: FakeClock,
 ) -> None:
