@@ -55,7 +55,7 @@ class QuantileEstimator:
             `1 - quantile` then does not put the estimate in the tail by chance.
 
     Examples:
-        >>> estimator = QuantileEstimator(0.5)
+        >>> estimator = QuantileEstimator(0.5, refresh=1)
         >>> for ms in range(1, 101):
         ...     estimator.add(ms / 1000)
         >>> 0.050 <= estimator.estimate() < 0.050 * 1.05
