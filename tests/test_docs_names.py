@@ -41,10 +41,6 @@ COMING_NAMES = (
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "resilient.Hedge",
-    "resilient.AdaptiveThrottle",
-    "resilient.Chaos",
-    "resilient.ThrottledError",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
@@ -54,10 +50,6 @@ COMING_NAMES = (
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",
-    "Hedge",
-    "AdaptiveThrottle",
-    "Chaos",
-    "ThrottledError",
     "LoadShedError",
 )
 
