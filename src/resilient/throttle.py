@@ -27,6 +27,7 @@ from resilient._validate import (
     check_bool,
     check_clock,
     check_name,
+    check_optional_callable,
     check_positive_int,
     check_ratio,
     short_repr,
@@ -228,12 +229,9 @@ class AdaptiveThrottle(AdmissionPolicy):
         self.max_reject = check_ratio("max_reject", max_reject)
         self._refused = exception_filter(on)
         self.on = on
-        if on_result is not None and not callable(on_result):
-            raise ValueError(
-                "on_result must be a callable (result) -> bool or None, "
-                f"got {short_repr(on_result)}"
-            )
-        self.on_result = on_result
+        self.on_result = check_optional_callable(
+            "on_result", on_result, "a callable (result) -> bool"
+        )
         self.name = check_name(name, "throttle")
         self._clock = check_clock(clock)
         self._now = self._clock.now

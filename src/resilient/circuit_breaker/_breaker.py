@@ -16,6 +16,7 @@ from resilient._validate import (
     check_bool,
     check_clock,
     check_name,
+    check_optional_callable,
     check_optional_positive,
     check_positive,
     check_positive_int,
@@ -115,12 +116,6 @@ class CircuitBreakerMetrics:
     slow_calls: int
     failure_ratio: float
     slow_call_ratio: float
-
-
-def _optional_callable(field: str, value: Any) -> Any:
-    if value is not None and not callable(value):
-        raise ValueError(f"{field} must be a callable or None, got {short_repr(value)}")
-    return value
 
 
 class CircuitBreaker(AdmissionPolicy):
@@ -265,8 +260,8 @@ class CircuitBreaker(AdmissionPolicy):
         self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
         slow_call_ratio = check_ratio("slow_call_ratio", slow_call_ratio, allow_zero=False)
         self._is_failure = exception_filter(on)
-        self._on_result = _optional_callable("on_result", on_result)
-        self._on_state_change = _optional_callable("on_state_change", on_state_change)
+        self._on_result = check_optional_callable("on_result", on_result)
+        self._on_state_change = check_optional_callable("on_state_change", on_state_change)
         if store is not None and not isinstance(store, BreakerStore):
             raise ValueError(
                 "store must be None or a store that can share breaker state (a "

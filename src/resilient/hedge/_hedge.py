@@ -34,11 +34,12 @@ from resilient._validate import (
     check_clock,
     check_name,
     check_non_negative,
+    check_optional_callable,
     check_positive_int,
     short_repr,
 )
 from resilient.hedge._quantile import QuantileEstimator
-from resilient.retry._budget import RetryBudget
+from resilient.retry._budget import OWN_BUDGET, OwnBudget, RetryBudget, check_budget
 from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
@@ -75,18 +76,6 @@ def hedge_attempt() -> int:
     outside any `Hedge`), 1 for the first hedge, and so on: what an HTTP client reports
     as the resend count of a request."""
     return _attempt.get()
-
-
-class _OwnBudget:
-    """The default of `Hedge(budget=...)`: a fresh `RetryBudget()` for each policy."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "RetryBudget()"
-
-
-_OWN_BUDGET: Final = _OwnBudget()
 
 
 class _Race:
@@ -216,7 +205,7 @@ class Hedge(Policy):
         min_delay: float = 0.005,
         on: On = Exception,
         on_result: Callable[[Any], bool] | None = None,
-        budget: RetryBudget | _OwnBudget | None = _OWN_BUDGET,
+        budget: RetryBudget | OwnBudget | None = OWN_BUDGET,
         name: str | None = None,
         clock: Clock | None = None,
         telemetry: bool = True,
@@ -233,17 +222,10 @@ class Hedge(Policy):
         self.min_delay = check_non_negative("min_delay", min_delay)
         self._failed = exception_filter(on, retry_rejected=False)
         self.on = on
-        if on_result is not None and not callable(on_result):
-            raise ValueError(
-                "on_result must be a callable (result) -> bool or None, "
-                f"got {short_repr(on_result)}"
-            )
-        self.on_result = on_result
-        if isinstance(budget, _OwnBudget):
-            budget = RetryBudget()
-        elif budget is not None and not isinstance(budget, RetryBudget):
-            raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
-        self._budget: RetryBudget | None = budget
+        self.on_result = check_optional_callable(
+            "on_result", on_result, "a callable (result) -> bool"
+        )
+        self._budget = budget = check_budget(budget)
         self.name = check_name(name, "hedge")
         self._clock = check_clock(clock)
         self._now = self._clock.now

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-from resilient._validate import check_non_negative
+from resilient._validate import check_non_negative, short_repr
 from resilient._window import RollingCounts, check_window
 
-__all__ = ("RetryBudget",)
+__all__ = ("OWN_BUDGET", "OwnBudget", "RetryBudget", "check_budget")
 
 _CALLS: Final = 0
 _RETRIES: Final = 1
@@ -127,3 +127,25 @@ class RetryBudget:
             >>> RetryBudget().reset()
         """
         self._counts.reset()
+
+
+class OwnBudget:
+    """The default of `budget=` (`Retry`, `Hedge`): a fresh `RetryBudget()` for each policy."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RetryBudget()"
+
+
+OWN_BUDGET: Final = OwnBudget()
+
+
+def check_budget(budget: Any) -> RetryBudget | None:
+    """The budget a policy pays from: a fresh one for `OWN_BUDGET`, `budget` itself, or
+    None (no budget)."""
+    if isinstance(budget, OwnBudget):
+        return RetryBudget()
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
+    return budget
