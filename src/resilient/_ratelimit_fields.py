@@ -42,7 +42,7 @@ __all__ = (
 MAX_FIELD_LENGTH: Final = 8192
 
 #: delay-seconds is 1*DIGIT; a decimal fraction is tolerated (some servers send one).
-_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?")
+_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,50}(?:\.[0-9]{1,9})?")
 
 
 def _http_sf() -> Any:
@@ -215,6 +215,12 @@ def _item(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return (name, {key: value for key, value in params.items() if value is not None})
 
 
+def _serialise(members: list[tuple[str, dict[str, Any]]]) -> str:
+    if not members:
+        raise ValueError("items must hold at least one item: an empty field is not sent")
+    return str(_http_sf().ser(members))
+
+
 def format_ratelimit(items: Iterable[RateLimitItem]) -> str:
     """A `RateLimit` field value: `"default";r=50;t=30`.
 
@@ -222,10 +228,9 @@ def format_ratelimit(items: Iterable[RateLimitItem]) -> str:
         >>> format_ratelimit([RateLimitItem("default", 0, 12)])
         '"default";r=0;t=12'
     """
-    members = [
-        _item(i.policy, {"r": i.remaining, "t": i.reset, "pk": i.partition_key}) for i in items
-    ]
-    return str(_http_sf().ser(members))
+    return _serialise(
+        [_item(i.policy, {"r": i.remaining, "t": i.reset, "pk": i.partition_key}) for i in items]
+    )
 
 
 def format_ratelimit_policy(items: Iterable[RateLimitPolicyItem]) -> str:
@@ -247,7 +252,7 @@ def format_ratelimit_policy(items: Iterable[RateLimitPolicyItem]) -> str:
         )
         for i in items
     ]
-    return str(_http_sf().ser(members))
+    return _serialise(members)
 
 
 def format_retry_after(seconds: float) -> str:

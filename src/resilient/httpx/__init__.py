@@ -31,12 +31,12 @@ from resilient.httpx._classify import may_resend as may_resend
 from resilient.httpx._transport import STREAM as STREAM
 from resilient.httpx._transport import ResilientTransport as ResilientTransport
 
-__all__ = (
+__all__ = (  # noqa: RUF022 - sorted() order, as tests/test_exported_members.py checks
     "BREAKER_FAILURE_STATUS_CODES",
     "IDEMPOTENT_METHODS",
+    "ResilientTransport",
     "STREAM",
     "TRANSIENT_STATUS_CODES",
-    "ResilientTransport",
     "is_breaker_failure",
     "is_breaker_failure_response",
     "is_transient_error",

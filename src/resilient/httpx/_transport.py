@@ -121,8 +121,10 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             `timeout`. Default 10.0.
         bulkhead: a `Bulkhead` template (a copy per host), or None (off, the default).
         limiter: a `RateLimiter` template (a copy per host), or None (off, the default).
-        hedge: must be None: hedged requests arrive with the `Hedge` policy.
-        chaos: must be None: fault injection arrives with the `Chaos` policy.
+        hedge: must be None for now: hedged requests are coming with the `Hedge` policy,
+            and anything else is refused with `ValueError` until then.
+        chaos: must be None for now: fault injection is coming with the `Chaos` policy,
+            and anything else is refused with `ValueError` until then.
         per_host: True (default) gives each (scheme, host, port) its own copy of the
             `breaker`, `bulkhead` and `limiter` templates; False shares the objects given
             between every host.
@@ -328,7 +330,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     async def _call(self, request: httpx.Request, host: _Host) -> httpx.Response:
         retry = self.retry
         if retry is None:
-            return await self._attempt(request, host, 1, QUIET)
+            response = await self._attempt(request, host, 1, QUIET)
+            self._observe(response, host)
+            return response
         record = retry._telemetry.start() or QUIET
         call = retry._start_call(record)
         while True:
