@@ -29,10 +29,12 @@ from resilient.httpx._classify import is_transient_error as is_transient_error
 from resilient.httpx._classify import is_transient_response as is_transient_response
 from resilient.httpx._classify import may_resend as may_resend
 from resilient.httpx._transport import STREAM as STREAM
+from resilient.httpx._transport import Host as Host
 from resilient.httpx._transport import ResilientTransport as ResilientTransport
 
 __all__ = (  # noqa: RUF022 - sorted() order, as tests/test_exported_members.py checks
     "BREAKER_FAILURE_STATUS_CODES",
+    "Host",
     "IDEMPOTENT_METHODS",
     "ResilientTransport",
     "STREAM",

@@ -12,7 +12,13 @@ from resilient._clock import Clock
 from resilient._deadline import time_left
 from resilient._policy import Policy
 from resilient._ratelimit_fields import parse_ratelimit, parse_retry_after, seconds_until_quota
-from resilient._validate import check_bool, check_clock, check_optional_positive, short_repr
+from resilient._validate import (
+    check_bool,
+    check_clock,
+    check_optional_positive,
+    check_positive,
+    short_repr,
+)
 from resilient.bulkhead import Bulkhead
 from resilient.circuit_breaker import CircuitBreaker
 from resilient.exceptions import RateLimitedError
@@ -26,12 +32,12 @@ from resilient.httpx._classify import (
 )
 from resilient.rate_limit import RateLimiter
 from resilient.retry import Retry
-from resilient.retry._retry import ATTR_ATTEMPT
+from resilient.retry._retry import ATTR_ATTEMPT, _Call
 from resilient.telemetry import _otel
 from resilient.telemetry._core import QUIET, CallRecord
 from resilient.timeout import Timeout
 
-__all__ = ("STREAM", "ResilientTransport")
+__all__ = ("STREAM", "Host", "ResilientTransport")
 
 #: The request extension that asks for the response body unread (`client.stream(...,
 #: extensions={STREAM: True})`): see `ResilientTransport`.
@@ -62,8 +68,26 @@ def _chain(policies: tuple[Policy, ...], fn: Callable[..., Awaitable[Any]]) -> A
     return target
 
 
-class _Host:
-    """One upstream (scheme, host, port): its own policies and its cooldown."""
+class Host:
+    """One upstream (scheme, host, port) of a `ResilientTransport`: its own copies of the
+    per-host policies, and its cooldown. Get it with `transport.host(url)`.
+
+    Attributes:
+        name: the host's name: `api.example.com`, or `api.example.com:8443` on a port that
+            is not its scheme's default. Each copy of a template is named after it.
+        limiter: this host's `RateLimiter`, or None.
+        breaker: this host's `CircuitBreaker`, or None.
+        bulkhead: this host's `Bulkhead`, or None.
+        paused_until: the clock reading until which calls to this host wait, because it
+            sent `Retry-After` with a 429 or 503, or `RateLimit` with no quota left
+            (`-inf` when it never did).
+
+    Examples:
+        ```python
+        host = transport.host("https://api.example.com")
+        print(host.name, host.breaker.state)
+        ```
+    """
 
     __slots__ = ("attempt", "breaker", "bulkhead", "call", "limiter", "name", "paused_until")
 
@@ -75,7 +99,7 @@ class _Host:
         #: The clock reading until which calls to this host wait (a shared cooldown).
         self.paused_until = float("-inf")
         self.attempt: _Send
-        self.call: Callable[[httpx.Request, _Host], Coroutine[Any, Any, httpx.Response]]
+        self.call: Callable[[httpx.Request, Host], Coroutine[Any, Any, httpx.Response]]
 
 
 def _check_policy(field: str, value: object, kind: type[Policy]) -> Any:
@@ -218,9 +242,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 f"attempt_timeout must be <= timeout ({self.timeout!r}), "
                 f"got {short_repr(attempt_timeout)}"
             )
-        self.max_retry_after = check_optional_positive("max_retry_after", max_retry_after)
-        if self.max_retry_after is None:
-            raise ValueError("max_retry_after must be a finite number > 0, got None")
+        self.max_retry_after = check_positive("max_retry_after", max_retry_after)
         for field, value, policy in (("hedge", hedge, "Hedge"), ("chaos", chaos, "Chaos")):
             if value is not None:
                 raise ValueError(
@@ -252,8 +274,19 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             if self.attempt_timeout is None
             else Timeout(self.attempt_timeout, name="httpx.attempt", clock=self._clock)
         )
-        self._hosts: dict[tuple[bytes, bytes, int | None], _Host] = {}
-        self._shared: _Host | None = None
+        # The first attempt of a call is already bounded by the attempt timeout, which is
+        # at most the total: the total deadline is published only once a call needs more
+        # than one attempt (or waits for a cooldown), which spares every call that
+        # succeeds at once a second timeout. A bulkhead may queue the first attempt
+        # outside its attempt timeout, so with one the total bounds the call from the start.
+        self._lazy_total = (
+            self.timeout is not None
+            and self.attempt_timeout is not None
+            and self.bulkhead is None
+            and self.retry is not None
+        )
+        self._hosts: dict[tuple[bytes, bytes, int | None], Host] = {}
+        self._shared: Host | None = None
 
     def __repr__(self) -> str:
         return (
@@ -265,7 +298,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
 
     # -- the hosts -------------------------------------------------------------------------
 
-    def host(self, url: httpx.URL | str) -> _Host:
+    def host(self, url: httpx.URL | str) -> Host:
         """The policies and cooldown of the host `url` names (created on first use).
 
         Examples:
@@ -280,14 +313,14 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             host = self._hosts[key] = self._new_host(url)
         return host
 
-    def _new_host(self, url: httpx.URL) -> _Host:
+    def _new_host(self, url: httpx.URL) -> Host:
         port = url.port
         name = (
             url.host
             if port is None or port == _DEFAULT_PORTS.get(url.scheme)
             else (f"{url.host}:{port}")
         )
-        host = _Host(name)
+        host = Host(name)
         if self.per_host:
             host.limiter = None if self.limiter is None else self.limiter._replicate(name)
             host.bulkhead = None if self.bulkhead is None else self.bulkhead._replicate(name)
@@ -302,7 +335,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         else:
             shared = self._shared
             if shared is None:
-                shared = self._shared = _Host("*")
+                shared = self._shared = Host("*")
                 shared.limiter, shared.bulkhead = self.limiter, self.bulkhead
                 shared.breaker = self.breaker
             host.limiter, host.bulkhead, host.breaker = (
@@ -312,7 +345,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             )
         inner = tuple(p for p in (host.breaker, host.bulkhead, self._per_attempt) if p)
         host.attempt = _chain(inner, self._send)
-        outer = tuple(p for p in (host.limiter, self._total) if p)
+        total = None if self._lazy_total else self._total
+        outer = tuple(p for p in (host.limiter, total) if p)
         host.call = _chain(outer, self._call)
         return host
 
@@ -327,7 +361,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             host = self.host(url)
         return await host.call(request, host)
 
-    async def _call(self, request: httpx.Request, host: _Host) -> httpx.Response:
+    async def _call(self, request: httpx.Request, host: Host) -> httpx.Response:
         retry = self.retry
         if retry is None:
             response = await self._attempt(request, host, 1, QUIET)
@@ -335,9 +369,53 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             return response
         record = retry._telemetry.start() or QUIET
         call = retry._start_call(record)
+        if not self._lazy_total:
+            return await self._retrying(request, host, retry, call, record, None)
+        first: httpx.Response | Exception | None = None
+        if host.paused_until <= call.started:
+            try:
+                response = await self._attempt(request, host, 1, record)
+            except Exception as error:
+                first = error
+            except BaseException:
+                retry._finish(call, "cancelled")
+                raise
+            else:
+                try:
+                    self._observe(response, host)
+                    transient = self._retry_response(response)
+                except BaseException as raised:
+                    await response.aclose()
+                    retry._finish(call, "failure", raised)
+                    raise
+                if not transient:
+                    retry._finish(call, "success")
+                    return response
+                first = response
+        # More than one attempt, or a wait: the rest runs under what is left of the total.
+        left = self.timeout - (self._now() - call.started)  # type: ignore[operator]
+        total = Timeout(max(left, 1e-6), clock=self._clock)
+        return await total.call(self._retrying, request, host, retry, call, record, first)
+
+    async def _retrying(
+        self,
+        request: httpx.Request,
+        host: Host,
+        retry: Retry,
+        call: _Call,
+        record: CallRecord,
+        first: httpx.Response | Exception | None,
+    ) -> httpx.Response:
+        """The retry loop; `first` is the outcome of attempt 1 when it already ran."""
         while True:
             try:
-                response = await self._attempt(request, host, call.attempt, record)
+                if first is None:
+                    response = await self._attempt(request, host, call.attempt, record)
+                elif isinstance(first, Exception):
+                    error, first = first, None
+                    raise error
+                else:
+                    response, first = first, None
             except Exception as error:
                 try:
                     again = self._retry_error(error) and may_resend(
@@ -359,15 +437,15 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 raise
             try:
                 wait = self._observe(response, host)
-                again = self._retry_response(response) and may_resend(request)
+                transient = self._retry_response(response)
             except BaseException as raised:
                 await response.aclose()
                 retry._finish(call, "failure", raised)
                 raise
-            if not again:
+            if not transient:
                 retry._finish(call, "success")
                 return response
-            if wait is not None and wait > self.max_retry_after:  # type: ignore[operator]
+            if not may_resend(request) or (wait is not None and wait > self.max_retry_after):
                 retry._finish(call, "failure")
                 return response
             delay = retry._plan(call, None, wait)
@@ -381,7 +459,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             await retry._sleep(call, delay)
 
     async def _attempt(
-        self, request: httpx.Request, host: _Host, number: int, record: CallRecord
+        self, request: httpx.Request, host: Host, number: int, record: CallRecord
     ) -> httpx.Response:
         paused = host.paused_until - self._now()
         if paused > 0:
@@ -444,25 +522,34 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         response.stream = httpx.ByteStream(body)
         return response
 
-    def _observe(self, response: httpx.Response, host: _Host) -> float | None:
+    def _observe(self, response: httpx.Response, host: Host) -> float | None:
         """Read the server's signals: the least wait before the next attempt, in seconds
         (None when it said nothing), and pause the host when it asked for it."""
-        headers = response.headers
+        retry_after: bytes | None = None
+        ratelimit: bytes | None = None
+        # One pass over the raw fields: looking each name up in httpx's Headers costs more
+        # than the whole scan, and most responses carry neither field.
+        for name, value in response.headers.raw:
+            size = len(name)
+            if size == 11 and name.lower() == b"retry-after":
+                retry_after = value
+            elif size == 9 and name.lower() == b"ratelimit":
+                # A field sent on several lines is one list (RFC 9110 §5.3).
+                ratelimit = value if ratelimit is None else ratelimit + b", " + value
+        if retry_after is None and ratelimit is None:
+            return None
         wait: float | None = None
         pause = False
-        value = headers.get("retry-after")
-        if value is not None:
-            wait = parse_retry_after(value, time.time())
+        if retry_after is not None:
+            wait = parse_retry_after(retry_after, time.time())
             pause = wait is not None and response.status_code in _COOLDOWN_STATUSES
-        value = headers.get("ratelimit")
-        if value is not None:
-            quota_wait = seconds_until_quota(parse_ratelimit(value))
+        if ratelimit is not None:
+            quota_wait = seconds_until_quota(parse_ratelimit(ratelimit))
             if quota_wait is not None:
                 pause = True
                 wait = quota_wait if wait is None else max(wait, quota_wait)
         if pause and wait:
-            cap: float = self.max_retry_after  # type: ignore[assignment]
-            until = self._now() + min(wait, cap)
+            until = self._now() + min(wait, self.max_retry_after)
             if until > host.paused_until:
                 host.paused_until = until
         return wait
