@@ -69,6 +69,9 @@ async def test_each_attempt_is_a_client_span_under_the_logical_call(
     assert second["http.request.resend_count"] == 1
     assert "error.type" not in second
 
+    # Retry's metrics count the transport's attempts as they count its own.
+    assert telemetry.metric_total("resilient.retry.attempts", policy="users-api") == 2
+
     # The trace context went out with each attempt, naming that attempt's span, and HTTP
     # client instrumentations were told to stay quiet: no second span per request.
     for (traceparent, suppressed), span in zip(inner.seen, attempts, strict=True):

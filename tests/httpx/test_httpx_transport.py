@@ -368,6 +368,16 @@ async def test_ratelimit_with_no_quota_left_pauses_the_host(upstream: Upstream, 
     assert clock.now() == 4.0
 
 
+async def test_ratelimit_sent_on_several_lines_is_read_as_one_list(
+    upstream: Upstream, path: str
+) -> None:
+    clock = FakeClock(autojump=False)
+    async with fake_clock_client(upstream, clock) as http:
+        await http.get(path, params={"ok_ratelimit": ['"burst";r=5;t=1', '"day";r=0;t=9']})
+        await http.get(f"{path}-next")
+    assert clock.now() == 9.0
+
+
 async def test_ratelimit_sets_the_least_delay_of_a_429(upstream: Upstream, path: str) -> None:
     clock = FakeClock(autojump=False)
     async with fake_clock_client(upstream, clock) as http:

@@ -45,7 +45,8 @@ class FlakyApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         key = scope["path"]
-        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        lists = parse_qs(scope["query_string"].decode())
+        query = {k: v[-1] for k, v in lists.items()}
         while True:  # the request body, read in full
             message = await receive()
             if not message.get("more_body"):
@@ -56,8 +57,8 @@ class FlakyApp:
         failing = query.get("always") == "1" or hit <= int(query.get("fail", "0"))
         if not failing:
             headers = []
-            if "ok_ratelimit" in query:
-                headers.append((b"ratelimit", query["ok_ratelimit"].encode()))
+            for line in lists.get("ok_ratelimit", []):  # one header line each
+                headers.append((b"ratelimit", line.encode()))
             await _answer(send, 200, f"ok {hit}".encode(), headers)
             return
         mode = query.get("mode", "status")

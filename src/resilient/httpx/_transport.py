@@ -32,7 +32,7 @@ from resilient.httpx._classify import (
 )
 from resilient.rate_limit import RateLimiter
 from resilient.retry import Retry
-from resilient.retry._retry import ATTR_ATTEMPT, _Call
+from resilient.retry._retry import ATTEMPT_STARTED, ATTR_ATTEMPT, _Call
 from resilient.telemetry import _otel
 from resilient.telemetry._core import QUIET, CallRecord
 from resilient.timeout import Timeout
@@ -486,6 +486,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             attributes[_SERVER_PORT] = port
         if number > 1:
             attributes[_RESEND_COUNT] = number - 1
+        record.event(ATTEMPT_STARTED, {ATTR_ATTEMPT: number})
         span, token = record.child(request.method, attributes, client=True)
         if span is not None:
             _otel.inject(request.headers)
