@@ -99,3 +99,30 @@ async def test_a_silenced_retry_records_no_attempt_spans(
         await http.get(path)
     assert telemetry.spans("GET") == []
     assert inner.seen == [(None, None)]  # no span of ours: nothing sent, nothing suppressed
+
+
+async def test_beside_opentelemetry_instrumentation_httpx_each_attempt_is_traced_once(
+    upstream: Upstream, path: str, telemetry: Any
+) -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        transport = ResilientTransport(retry=Retry(backoff=Backoff(initial=0.001)))
+        async with httpx.AsyncClient(transport=transport, base_url=upstream.url) as http:
+            assert (await http.get(f"{path}?fail=1")).status_code == 200
+        # Without the transport's spans (telemetry off), the instrumentation traces each
+        # request as usual.
+        quiet = ResilientTransport(retry=Retry(backoff=Backoff(initial=0.001), telemetry=False))
+        async with httpx.AsyncClient(transport=quiet, base_url=upstream.url) as http:
+            assert (await http.get(f"{path}-quiet?fail=1")).status_code == 200
+    finally:
+        instrumentor.uninstrument()
+    clients = [s for s in telemetry.spans() if s.kind is SpanKind.CLIENT]
+    ours = [s for s in clients if "resilient.retry.attempt" in (s.attributes or {})]
+    theirs = [s for s in clients if s not in ours]
+    assert len(ours) == 2  # one per attempt of the first call, and no second span beside it
+    assert len(theirs) == 2  # the quiet call's two attempts, traced by the instrumentation
+    for span in theirs:  # the URL attribute is named by the semconv version it follows
+        assert any(f"{path}-quiet" in str(value) for value in (span.attributes or {}).values())
