@@ -152,9 +152,27 @@ async def test_a_slow_body_counts_against_the_attempt_timeout(
 
 async def test_the_total_timeout_bounds_every_attempt(upstream: Upstream, path: str) -> None:
     async with client(upstream, timeout=0.3, attempt_timeout=0.2) as http:
-        with pytest.raises(TimeoutExceeded):
+        with pytest.raises(TimeoutExceeded, match=r"call timed out after 0.3s") as caught:
             await http.get(f"{path}?always=1&mode=hang&delay=2")
+    assert caught.value.timeout == 0.3
     assert upstream.hits[path] == 2
+
+
+async def test_with_a_bulkhead_the_total_timeout_bounds_the_first_attempt_too(
+    upstream: Upstream, path: str
+) -> None:
+    # The bulkhead's queue is outside the attempt timeout: the total bounds the wait there.
+    bulkhead = Bulkhead(1, max_waiting=1)
+    http = client(upstream, timeout=1.0, attempt_timeout=0.9, bulkhead=bulkhead)
+    async with http, anyio.create_task_group() as tg:
+        tg.start_soon(http.get, f"{path}?fail=1&mode=hang&delay=0.8")
+        await anyio.sleep(0.05)
+        started = anyio.current_time()
+        with pytest.raises(TimeoutExceeded):
+            # Queued behind the first call for about 0.75 s; its own attempt would end
+            # 0.9 s later, past the total, which cuts it at 1 s.
+            await http.get(f"{path}-b?always=1&mode=hang&delay=2")
+        assert anyio.current_time() - started < 1.4
 
 
 # -- what is not retried -----------------------------------------------------------------------

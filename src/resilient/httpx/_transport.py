@@ -21,7 +21,7 @@ from resilient._validate import (
 )
 from resilient.bulkhead import Bulkhead
 from resilient.circuit_breaker import CircuitBreaker
-from resilient.exceptions import RateLimitedError
+from resilient.exceptions import RateLimitedError, TimeoutExceeded
 from resilient.httpx._classify import (
     is_breaker_failure,
     is_breaker_failure_response,
@@ -393,9 +393,16 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                     return response
                 first = response
         # More than one attempt, or a wait: the rest runs under what is left of the total.
-        left = self.timeout - (self._now() - call.started)  # type: ignore[operator]
+        seconds: float = self.timeout  # type: ignore[assignment]
+        left = seconds - (self._now() - call.started)
         total = Timeout(max(left, 1e-6), clock=self._clock)
-        return await total.call(self._retrying, request, host, retry, call, record, first)
+        try:
+            return await total.call(self._retrying, request, host, retry, call, record, first)
+        except TimeoutExceeded as exc:
+            # Say what the user set: the time since the call began, not what was left.
+            raise TimeoutExceeded(
+                f"call timed out after {seconds:g}s", timeout=seconds
+            ) from exc.__cause__
 
     async def _retrying(
         self,
