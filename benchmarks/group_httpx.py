@@ -29,6 +29,7 @@ from _harness import GoalResult, GroupResult, Settings
 
 # Four tasks: on loopback, more only queue in httpx's pool and the server (fewer req/s).
 CONCURRENCY = 4
+SLICES = 8
 FAILURE_RATE = 0.3
 PLAIN = "httpx.AsyncHTTPTransport (plain)"
 OURS = "resilient ResilientTransport (default stack)"
@@ -146,6 +147,7 @@ def run(settings: Settings) -> GroupResult:
     flaky_calls = 200 if settings.quick else 2_000
     server = _Server()
     per_request: dict[str, list[float]] = {name: [] for name in cases}
+    cpu_per_request: dict[str, list[float]] = {name: [] for name in cases}
     success: dict[str, float] = {}
 
     async def main() -> None:
@@ -159,10 +161,20 @@ def run(settings: Settings) -> GroupResult:
             order = list(clients)
             rng = random.Random(settings.seed)
             for _ in range(rounds):
-                rng.shuffle(order)
-                for name in order:
-                    seconds, _ = await _drive(clients[name], "/ok", healthy_calls)
-                    per_request[name].append(seconds / healthy_calls)
+                # A round is SLICES short turns per case, in a new order each turn, so that
+                # a shared machine's drift falls on every case alike.
+                seconds = dict.fromkeys(clients, 0.0)
+                cpu = dict.fromkeys(clients, 0.0)
+                for _ in range(SLICES):
+                    rng.shuffle(order)
+                    for name in order:
+                        started = time.process_time()
+                        spent, _ = await _drive(clients[name], "/ok", healthy_calls // SLICES)
+                        cpu[name] += time.process_time() - started
+                        seconds[name] += spent
+                for name in clients:
+                    per_request[name].append(seconds[name] / healthy_calls)
+                    cpu_per_request[name].append(cpu[name] / healthy_calls)
             for name, client in clients.items():
                 _, ok = await _drive(client, "/flaky", flaky_calls)
                 success[name] = ok / flaky_calls
@@ -184,7 +196,13 @@ def run(settings: Settings) -> GroupResult:
         return statistics.median(ours / theirs for ours, theirs in pairs)
 
     rows = [
-        [name, f"{1 / medians[name]:,.0f}", f"{paired(name, PLAIN):.3f}", f"{success[name]:.1%}"]
+        [
+            name,
+            f"{1 / medians[name]:,.0f}",
+            f"{paired(name, PLAIN):.3f}",
+            f"{statistics.median(cpu_per_request[name]) * 1e6:,.0f}",
+            f"{success[name]:.1%}",
+        ]
         for name in cases
     ]
     goals: list[GoalResult] = []
@@ -212,7 +230,8 @@ def run(settings: Settings) -> GroupResult:
         [
             "case",
             "healthy req/s",
-            "time/request vs plain",
+            "time/request vs plain (paired)",
+            "client CPU µs/request",
             f"flaky: calls ok ({FAILURE_RATE:.0%} 503)",
         ],
         rows,
@@ -220,8 +239,9 @@ def run(settings: Settings) -> GroupResult:
         skipped=skipped,
         intro=f"A uvicorn server in a process of its own on loopback; {CONCURRENCY} tasks share "
         f"one AsyncClient per transport. Healthy: {healthy_calls:,} GETs per round, "
-        f"{rounds} rounds, the cases in a new random order in each; req/s is the median "
-        "over rounds, the ratio the median of the per-round ratios. Flaky: {flaky_calls:,} GETs to a path "
+        f"{rounds} rounds of {SLICES} short turns per case, in a new random order each turn; "
+        "req/s is the median over rounds, the ratio the median of the per-round ratios. "
+        f"Flaky: {flaky_calls:,} GETs to a path "
         f"that answers 503 to {FAILURE_RATE:.0%} of requests at random; the share of "
         "client calls that ended in a 200. Plain httpx makes one attempt; both retrying "
         "transports make at most 3 (ResilientTransport also within its retry budget: 20 % "
