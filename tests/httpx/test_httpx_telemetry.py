@@ -52,7 +52,8 @@ async def test_each_attempt_is_a_client_span_under_the_logical_call(
     (logical,) = telemetry.spans("resilient.retry")
     assert logical.kind is SpanKind.INTERNAL
     attempts = sorted(
-        (s for s in telemetry.spans("GET")), key=lambda s: s.attributes["resilient.retry.attempt"]
+        (s for s in telemetry.spans("resilient.retry.attempt")),
+        key=lambda s: s.attributes["resilient.retry.attempt"],
     )
     assert [s.kind for s in attempts] == [SpanKind.CLIENT, SpanKind.CLIENT]
     first, second = (dict(s.attributes or {}) for s in attempts)
@@ -86,7 +87,10 @@ async def test_a_failed_attempt_carries_the_error_type(
     transport = ResilientTransport(retry=Retry(backoff=Backoff(initial=0.001)))
     async with httpx.AsyncClient(transport=transport, base_url=upstream.url) as http:
         assert (await http.get(f"{path}?fail=1&mode=reset")).status_code == 200
-    errors = [dict(s.attributes or {}).get("error.type") for s in telemetry.spans("GET")]
+    errors = [
+        dict(s.attributes or {}).get("error.type")
+        for s in telemetry.spans("resilient.retry.attempt")
+    ]
     assert "RemoteProtocolError" in errors
 
 
@@ -97,7 +101,7 @@ async def test_a_silenced_retry_records_no_attempt_spans(
     transport = ResilientTransport(inner, retry=Retry(telemetry=False))
     async with httpx.AsyncClient(transport=transport, base_url=upstream.url) as http:
         await http.get(path)
-    assert telemetry.spans("GET") == []
+    assert telemetry.spans("resilient.retry.attempt") == []
     assert inner.seen == [(None, None)]  # no span of ours: nothing sent, nothing suppressed
 
 

@@ -32,7 +32,7 @@ from resilient.httpx._classify import (
 )
 from resilient.rate_limit import RateLimiter
 from resilient.retry import Retry
-from resilient.retry._retry import ATTEMPT_STARTED, ATTR_ATTEMPT, _Call
+from resilient.retry._retry import ATTEMPT_STARTED, ATTR_ATTEMPT, SPAN_ATTEMPT, _Call
 from resilient.telemetry import _otel
 from resilient.telemetry._core import QUIET, CallRecord
 from resilient.timeout import Timeout
@@ -183,12 +183,13 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     call to that host until then; a call that cannot wait that long within its deadline
     fails at once with `RateLimitedError`.
 
-    **Telemetry.** The logical call is the `Retry`'s INTERNAL span; each attempt is a
-    CLIENT span named after the method, with `http.request.method`, `server.address`,
-    `server.port`, `url.full`, `http.response.status_code`, `error.type` and, from the
-    second attempt on, `http.request.resend_count`. The trace context is sent in the
-    request headers, and HTTP client instrumentations (opentelemetry-instrumentation-
-    httpx) are suppressed inside an attempt span, so a request is traced once.
+    **Telemetry.** The logical call is the `Retry`'s INTERNAL span; each attempt is its
+    `resilient.retry.attempt` child, a CLIENT span, with `http.request.method`,
+    `server.address`, `server.port`, `url.full`, `http.response.status_code`,
+    `error.type` and, from the second attempt on, `http.request.resend_count`. The trace
+    context is sent in the request headers, and HTTP client instrumentations
+    (opentelemetry-instrumentation-httpx) are suppressed inside an attempt span, so a
+    request is traced once.
 
     Examples:
         ```python
@@ -494,7 +495,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         if number > 1:
             attributes[_RESEND_COUNT] = number - 1
         record.event(ATTEMPT_STARTED, {ATTR_ATTEMPT: number})
-        span, token = record.child(request.method, attributes, client=True)
+        span, token = record.child(SPAN_ATTEMPT, attributes, client=True)
         if span is not None:
             _otel.inject(request.headers)
         try:
