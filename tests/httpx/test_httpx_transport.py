@@ -4,6 +4,8 @@ not, server signals, and what is left behind."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -511,3 +513,30 @@ async def test_the_transport_runs_on_trio(upstream: Upstream, path: str) -> None
     async with client(upstream) as http:
         response = await http.get(f"{path}?fail=1&mode=reset")
     assert response.text == "ok 2"
+
+
+# -- the extra ---------------------------------------------------------------------------------
+
+
+def run_without(module: str, code: str) -> str:
+    script = f"import sys; sys.modules[{module!r}] = None\n{code}"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def test_without_httpx_the_import_names_the_extra() -> None:
+    out = run_without("httpx", "import resilient.httpx")
+    assert (
+        "ImportError: resilient.httpx needs httpx: pip install 'resilient-patterns[httpx]'" in out
+    )
+
+
+def test_resilient_imports_without_httpx() -> None:
+    assert run_without("httpx", "import resilient; print('ok')").strip() == "ok"
+
+
+def test_without_http_sf_reading_ratelimit_names_the_extra() -> None:
+    code = "from resilient._ratelimit_fields import parse_ratelimit\nparse_ratelimit('x')"
+    assert "pip install 'resilient-patterns[httpx]'" in run_without("http_sf", code)
