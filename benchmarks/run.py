@@ -62,6 +62,8 @@ GROUPS: dict[str, str] = {
     "rate_limit": "group_rate_limit",
     "fallback": "group_fallback",
     "pipeline": "group_pipeline",
+    "hedge": "group_hedge",
+    "tail": "group_tail",
     "redis": "group_redis",
     "throughput": "group_throughput",
     "scaling": "group_scaling",

@@ -170,3 +170,13 @@ def test_quick_redis_benchmark_reports_both_parts() -> None:
     assert "| raw `EVALSHA` of a minimal GCRA script (redis-py) | " in proc.stdout
     assert "| **RedisStore** via `RateLimiter.acquire()` | " in proc.stdout
     assert "failed:" not in proc.stdout
+
+
+def test_quick_hedge_and_tail_benchmarks_report_their_goals() -> None:
+    # nopanic (the bench group) may be missing: its rows are then skipped, ours still run.
+    proc = run_bench("--quick", "--only", "hedge,tail", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| **Hedge(0.05) decorator** |" in proc.stdout
+    assert "### Hedging a heavy tail" in proc.stdout
+    assert "| serves 20 % of demand |" in proc.stdout
+    assert "adaptive hedge cuts p99 by >= 3x" in proc.stdout

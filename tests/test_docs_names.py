@@ -40,10 +40,6 @@ COMING_NAMES = (
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "resilient.Hedge",
-    "resilient.AdaptiveThrottle",
-    "resilient.Chaos",
-    "resilient.ThrottledError",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "LoadShedder",
@@ -51,10 +47,6 @@ COMING_NAMES = (
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",
-    "Hedge",
-    "AdaptiveThrottle",
-    "Chaos",
-    "ThrottledError",
     "LoadShedError",
 )
 

@@ -32,6 +32,7 @@ def test_public_classes_report_the_public_module(name: str) -> None:
 @pytest.mark.parametrize(
     "module",
     [
+        "resilient.hedge",
         "resilient.httpx",
         "resilient.interop.limits",
         "resilient.storage",

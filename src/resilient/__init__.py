@@ -20,6 +20,7 @@ from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left
 from resilient._version import __version__ as __version__
 from resilient.bulkhead import Bulkhead as Bulkhead
+from resilient.chaos import Chaos as Chaos
 from resilient.circuit_breaker import CircuitBreaker as CircuitBreaker
 from resilient.circuit_breaker import CircuitBreakerMetrics as CircuitBreakerMetrics
 from resilient.circuit_breaker import CircuitState as CircuitState
@@ -30,8 +31,10 @@ from resilient.exceptions import RateLimitedError as RateLimitedError
 from resilient.exceptions import RejectedError as RejectedError
 from resilient.exceptions import ResilienceError as ResilienceError
 from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
+from resilient.exceptions import ThrottledError as ThrottledError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
+from resilient.hedge import Hedge as Hedge
 from resilient.pipeline import Pipeline as Pipeline
 from resilient.rate_limit import RateLimiter as RateLimiter
 from resilient.retry import Attempt as Attempt
@@ -39,19 +42,23 @@ from resilient.retry import Backoff as Backoff
 from resilient.retry import Retry as Retry
 from resilient.retry import RetryBudget as RetryBudget
 from resilient.retry import RetryStatistics as RetryStatistics
+from resilient.throttle import AdaptiveThrottle as AdaptiveThrottle
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "AdaptiveThrottle",
     "Attempt",
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
+    "Chaos",
     "CircuitBreaker",
     "CircuitBreakerMetrics",
     "CircuitOpenError",
     "CircuitState",
     "Clock",
     "Fallback",
+    "Hedge",
     "LoadShedError",
     "MonotonicClock",
     "Pipeline",
@@ -63,6 +70,7 @@ __all__ = (
     "RetryBudget",
     "RetryStatistics",
     "StorageUnavailableError",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceeded",
     "__version__",

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, assert_type
 
-from resilient import Bulkhead, CircuitBreaker, Fallback, Pipeline, RateLimiter, Retry, Timeout
+from resilient import (
+    AdaptiveThrottle,
+    Bulkhead,
+    Chaos,
+    CircuitBreaker,
+    Fallback,
+    Hedge,
+    Pipeline,
+    RateLimiter,
+    Retry,
+    Timeout,
+)
 
 
 async def fetch(user_id: int, *, fresh: bool = False) -> dict[str, int]:
@@ -36,6 +47,9 @@ async def check_every_policy_keeps_the_decorated_type() -> None:
         Bulkhead(4),
         RateLimiter(10),
         Fallback({"id": 0}),
+        Hedge(0.05),
+        AdaptiveThrottle(),
+        Chaos(latency=0.1),
         Pipeline(RateLimiter(10), Timeout(2), Retry(), CircuitBreaker(), Bulkhead(4)),
     )
     for policy in policies:
@@ -50,12 +64,16 @@ async def check_single_shot_policies_enter_as_themselves() -> None:
         assert_type(bulkhead, Bulkhead)
     async with RateLimiter(5) as limiter:
         assert_type(limiter, RateLimiter)
+    async with AdaptiveThrottle() as throttle:
+        assert_type(throttle, AdaptiveThrottle)
 
 
 def check_statistics_and_state_are_typed() -> None:
     assert_type(Retry().statistics.retries, int)
     assert_type(CircuitBreaker().metrics().failure_ratio, float)
     assert_type(Bulkhead(1).in_flight, int)
+    assert_type(Hedge().current_delay, float | None)
+    assert_type(AdaptiveThrottle().reject_probability, float)
 
 
 async def check_wrong_arguments_are_type_errors() -> None:

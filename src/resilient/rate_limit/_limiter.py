@@ -207,7 +207,9 @@ class RateLimiter(AdmissionPolicy):
                 store.refund_nowait
             )
         else:
-            self._nowait = None
+            # A shared store may still answer at once while its backend is down (NaN:
+            # "await me"); its refunds always await.
+            self._nowait = getattr(store, "_decide_nowait", None)
             self._refund_nowait = None
         self._entries: TaskLocalStack[tuple[Any, CallRecord | None]] = TaskLocalStack("RateLimiter")
         self._telemetry = PolicyTelemetry(
@@ -359,6 +361,8 @@ class RateLimiter(AdmissionPolicy):
                     self._count(record, ALLOWED)
                     record.end("success")
                 return
+            if needed != needed:  # NaN: the store must be awaited
+                needed = None
         if record is None:
             await self._admit_slow(QUIET, store_key, cost, needed)
             return
@@ -402,6 +406,8 @@ class RateLimiter(AdmissionPolicy):
         needed = nowait(self._default_key, self._emission_interval, self._capacity)
         if not needed:
             return None
+        if needed != needed:  # NaN: the store must be awaited
+            return WAIT
         if self._wait_limit() <= 0:
             raise self._rejection(needed, 1)
         return WAIT

@@ -44,6 +44,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "_counted_by_retry",
         "_counts",
         "_floor",
         "_inv_width",
@@ -62,6 +63,9 @@ class RetryBudget:
         # Calls, counted on every call's happy path, are the window's tallied field.
         self._counts = RollingCounts(self.window, 2, _BUCKETS, tallied=_CALLS)
         self._inv_width = _BUCKETS / self.window
+        # Set by a Retry that draws on this budget: it counts the calls, and a Hedge
+        # sharing the budget does not count them a second time.
+        self._counted_by_retry = False
 
     def __repr__(self) -> str:
         return (

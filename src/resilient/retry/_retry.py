@@ -218,6 +218,8 @@ class Retry(Policy):
         elif budget is not None and not isinstance(budget, RetryBudget):
             raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
         self._budget: RetryBudget | None = budget
+        if budget is not None:
+            budget._counted_by_retry = True  # a Hedge sharing it leaves the counting to us
         # The budget's call counter, bound once: it runs on every call's happy path.
         self._count_call = None if budget is None else budget.call_counter()
         self.max_duration = check_optional_positive("max_duration", max_duration)
