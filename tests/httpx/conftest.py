@@ -9,8 +9,10 @@ import pytest
 from upstream import Upstream
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
+    # One per module, so that no server thread outlives these tests: tests elsewhere
+    # measure the process's allocations.
     server = Upstream().start()
     try:
         yield server
