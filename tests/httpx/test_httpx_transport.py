@@ -19,8 +19,10 @@ import httpx
 from resilient import (
     Backoff,
     Bulkhead,
+    Chaos,
     CircuitBreaker,
     CircuitOpenError,
+    Hedge,
     RateLimitedError,
     RateLimiter,
     Retry,
@@ -84,10 +86,10 @@ def test_bad_arguments_name_the_field(field: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("field", ["hedge", "chaos"])
-def test_hedge_and_chaos_accept_only_none_for_now(field: str) -> None:
+def test_hedge_and_chaos_take_their_policy_or_none(field: str) -> None:
     ResilientTransport(**{field: None})
-    with pytest.raises(ValueError, match=f"{field} must be None"):
-        ResilientTransport(**{field: object()})
+    with pytest.raises(ValueError, match=f"{field} must be a"):
+        ResilientTransport(**{field: Retry()})
 
 
 def test_timeouts_may_be_switched_off() -> None:
@@ -540,3 +542,53 @@ def test_resilient_imports_without_httpx() -> None:
 def test_without_http_sf_reading_ratelimit_names_the_extra() -> None:
     code = "from resilient._ratelimit_fields import parse_ratelimit\nparse_ratelimit('x')"
     assert "pip install 'resilient-patterns[httpx]'" in run_without("http_sf", code)
+
+
+# -- hedging and fault injection ---------------------------------------------------------------
+
+
+async def test_a_slow_get_is_hedged_and_the_first_answer_wins(
+    upstream: Upstream, path: str
+) -> None:
+    async with client(upstream, hedge=Hedge(0.05)) as http:
+        started = anyio.current_time()
+        response = await http.get(f"{path}?fail=1&mode=hang&delay=3")
+        elapsed = anyio.current_time() - started
+    assert response.text == "ok 2"  # the hedge's answer; the primary was cancelled
+    assert elapsed < 2.0
+
+
+async def test_a_post_without_a_key_is_never_hedged(upstream: Upstream, path: str) -> None:
+    async with client(upstream, hedge=Hedge(0.05), attempt_timeout=5) as http:
+        response = await http.post(f"{path}?fail=1&mode=hang&delay=0.3", content=b"order")
+    assert (response.text, upstream.hits[path]) == ("late", 1)
+
+
+async def test_chaos_injects_a_response_that_goes_through_the_whole_stack(
+    upstream: Upstream, path: str
+) -> None:
+    retry = Retry(backoff=FAST)
+    chaos = Chaos(result=httpx.Response(503, headers={"x-chaos": "1"}), rate=1.0)
+    async with client(upstream, retry=retry, chaos=chaos) as http:
+        first = await http.get(path)
+        second = await http.get(path)
+    assert (first.status_code, first.headers["x-chaos"]) == (503, "1")
+    assert second.status_code == 503
+    assert first is not second
+    assert retry.statistics.attempts == 6  # each injected 503 was retried
+    assert upstream.hits[path] == 0
+
+
+async def test_chaos_injects_a_fault_that_is_classified_like_a_real_one(
+    upstream: Upstream, path: str
+) -> None:
+    injected = iter([True, False])
+    chaos = Chaos(
+        fault=lambda: httpx.ConnectError("injected"),
+        rate=1.0,
+        enabled=lambda: next(injected, False),
+    )
+    async with client(upstream, chaos=chaos) as http:
+        # The injected connect error means the POST never left: it is retried.
+        response = await http.post(path, content=b"order")
+    assert (response.text, upstream.hits[path]) == ("ok 1", 1)

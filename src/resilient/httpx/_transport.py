@@ -20,8 +20,10 @@ from resilient._validate import (
     short_repr,
 )
 from resilient.bulkhead import Bulkhead
+from resilient.chaos import Chaos
 from resilient.circuit_breaker import CircuitBreaker
 from resilient.exceptions import RateLimitedError, TimeoutExceeded
+from resilient.hedge import Hedge
 from resilient.httpx._classify import (
     is_breaker_failure,
     is_breaker_failure_response,
@@ -89,7 +91,16 @@ class Host:
         ```
     """
 
-    __slots__ = ("attempt", "breaker", "bulkhead", "call", "limiter", "name", "paused_until")
+    __slots__ = (
+        "attempt",
+        "breaker",
+        "bulkhead",
+        "call",
+        "hedged",
+        "limiter",
+        "name",
+        "paused_until",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -99,6 +110,7 @@ class Host:
         #: The clock reading until which calls to this host wait (a shared cooldown).
         self.paused_until = float("-inf")
         self.attempt: _Send
+        self.hedged: _Send | None = None
         self.call: Callable[[httpx.Request, Host], Coroutine[Any, Any, httpx.Response]]
 
 
@@ -127,6 +139,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     6. an attempt `Timeout` of `attempt_timeout` seconds (10 s) for each attempt, body
        included.
 
+    A `hedge` runs around each attempt (inside `Retry`, outside the breaker), a `chaos`
+    policy at the wire (inside the attempt timeout); both are off unless given.
+
     Args:
         transport: the transport that sends the requests (default: a new
             `httpx.AsyncHTTPTransport()`).
@@ -145,10 +160,16 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             `timeout`. Default 10.0.
         bulkhead: a `Bulkhead` template (a copy per host), or None (off, the default).
         limiter: a `RateLimiter` template (a copy per host), or None (off, the default).
-        hedge: must be None for now: hedged requests are coming with the `Hedge` policy,
-            and anything else is refused with `ValueError` until then.
-        chaos: must be None for now: fault injection is coming with the `Chaos` policy,
-            and anything else is refused with `ValueError` until then.
+        hedge: a `Hedge`, or None (off, the default): while an attempt is slower than its
+            delay, another copy of the request goes out, and the first acceptable answer
+            wins. Only requests that are safe to send twice are hedged (the rules of safe
+            retries below), and never one that asked for its body unread. One policy for
+            every host: give each host its own transport (see the docs) to hedge at each
+            host's own latency.
+        chaos: a `Chaos`, or None (off, the default): fault injection at the wire, inside
+            the attempt timeout, so that what it injects goes through the whole stack. It
+            may inject an exception (`httpx.ConnectError(...)`), latency, or a response
+            (`httpx.Response(503)`, copied afresh for each call it is injected into).
         per_host: True (default) gives each (scheme, host, port) its own copy of the
             `breaker`, `bulkhead` and `limiter` templates; False shares the objects given
             between every host.
@@ -216,8 +237,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         attempt_timeout: float | None = 10.0,
         bulkhead: Bulkhead | None = None,
         limiter: RateLimiter | None = None,
-        hedge: None = None,
-        chaos: None = None,
+        hedge: Hedge | None = None,
+        chaos: Chaos | None = None,
         per_host: bool = True,
         max_retry_after: float = 60.0,
         clock: Clock | None = None,
@@ -244,12 +265,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 f"got {short_repr(attempt_timeout)}"
             )
         self.max_retry_after = check_positive("max_retry_after", max_retry_after)
-        for field, value, policy in (("hedge", hedge, "Hedge"), ("chaos", chaos, "Chaos")):
-            if value is not None:
-                raise ValueError(
-                    f"{field} must be None until the {policy} policy is available, "
-                    f"got {short_repr(value)}"
-                )
+        self.hedge: Hedge | None = _check_policy("hedge", hedge, Hedge)
+        self.chaos: Chaos | None = _check_policy("chaos", chaos, Chaos)
         self.per_host = check_bool("per_host", per_host)
 
         if retry is ...:
@@ -345,7 +362,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 shared.breaker,
             )
         inner = tuple(p for p in (host.breaker, host.bulkhead, self._per_attempt) if p)
-        host.attempt = _chain(inner, self._send)
+        send = self._send if self.chaos is None else self._chaos_send()
+        host.attempt = _chain(inner, send)
+        host.hedged = None if self.hedge is None else self.hedge._bind(host.attempt)
         total = None if self._lazy_total else self._total
         outer = tuple(p for p in (host.limiter, total) if p)
         host.call = _chain(outer, self._call)
@@ -481,7 +500,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 )
             await self._clock.sleep(paused)
         if record is QUIET:
-            return await host.attempt(request)
+            return await self._attempt_of(host, request)(request)
         url = request.url
         attributes: dict[str, Any] = {
             _METHOD: request.method,
@@ -499,7 +518,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         if span is not None:
             _otel.inject(request.headers)
         try:
-            response = await host.attempt(request)
+            response = await self._attempt_of(host, request)(request)
         except Exception as error:
             record.end_child(span, token, error)
             raise
@@ -513,6 +532,33 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 span.set_attribute(_ERROR_TYPE, str(status))
         record.end_child(span, token, None)
         return response
+
+    def _attempt_of(self, host: Host, request: httpx.Request) -> _Send:
+        """The host's attempt, hedged when the transport hedges and the request allows."""
+        hedged = host.hedged
+        if hedged is None or request.extensions.get(STREAM) or not may_resend(request):
+            return host.attempt
+        return hedged
+
+    def _chaos_send(self) -> _Send:
+        """`_send` under the chaos policy; an injected response is copied for each call."""
+        chaos = self.chaos
+        assert chaos is not None
+        injected = _chain((chaos,), self._send)
+
+        async def send(request: httpx.Request) -> httpx.Response:
+            response: httpx.Response = await injected(request)
+            if response is chaos.result:  # shared by every call: hand each its own
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    content=response.content,
+                    extensions=dict(response.extensions),
+                    request=request,
+                )
+            return response
+
+        return send
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """One attempt on the wire; the body read unless the request asked for a stream."""
