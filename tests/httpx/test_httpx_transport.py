@@ -550,12 +550,17 @@ def test_without_http_sf_reading_ratelimit_names_the_extra() -> None:
 async def test_a_slow_get_is_hedged_and_the_first_answer_wins(
     upstream: Upstream, path: str
 ) -> None:
-    async with client(upstream, hedge=Hedge(0.05)) as http:
+    transport = ResilientTransport(hedge=Hedge(0.05))
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.url) as http:
         started = anyio.current_time()
         response = await http.get(f"{path}?fail=1&mode=hang&delay=3")
         elapsed = anyio.current_time() - started
     assert response.text == "ok 2"  # the hedge's answer; the primary was cancelled
     assert elapsed < 2.0
+    # Two copies went out, admitted by the host's breaker as one attempt.
+    breaker = transport.host(upstream.url).breaker
+    assert breaker is not None
+    assert breaker.metrics().calls == 1
 
 
 async def test_a_post_without_a_key_is_never_hedged(upstream: Upstream, path: str) -> None:

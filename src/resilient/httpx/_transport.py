@@ -139,8 +139,10 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     6. an attempt `Timeout` of `attempt_timeout` seconds (10 s) for each attempt, body
        included.
 
-    A `hedge` runs around each attempt (inside `Retry`, outside the breaker), a `chaos`
-    policy at the wire (inside the attempt timeout); both are off unless given.
+    A `hedge` runs around each attempt, inside the breaker and the bulkhead (an attempt
+    is admitted once however many copies go out; each copy has its own attempt
+    timeout), a `chaos` policy at the wire, inside the attempt timeout; both are off
+    unless given.
 
     Args:
         transport: the transport that sends the requests (default: a new
@@ -361,10 +363,15 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 shared.bulkhead,
                 shared.breaker,
             )
-        inner = tuple(p for p in (host.breaker, host.bulkhead, self._per_attempt) if p)
         send = self._send if self.chaos is None else self._chaos_send()
-        host.attempt = _chain(inner, send)
-        host.hedged = None if self.hedge is None else self.hedge._bind(host.attempt)
+        wire = send if self._per_attempt is None else _chain((self._per_attempt,), send)
+        admission = tuple(p for p in (host.breaker, host.bulkhead) if p)
+        host.attempt = _chain(admission, wire)
+        # The hedge sits inside the breaker and the bulkhead: an attempt is admitted once
+        # (a half-open breaker's one probe, one bulkhead slot) however many copies of it
+        # go out, and each copy has its own attempt timeout.
+        hedge = self.hedge
+        host.hedged = None if hedge is None else _chain((*admission, hedge), wire)
         total = None if self._lazy_total else self._total
         outer = tuple(p for p in (host.limiter, total) if p)
         host.call = _chain(outer, self._call)
