@@ -82,3 +82,15 @@ async def check_wrong_arguments_are_type_errors() -> None:
     await Retry()(fetch)("not an int")  # type: ignore[arg-type]
     await Timeout(1).call(fetch, 1, stale=True)  # type: ignore[call-arg]
     await Pipeline(Retry(), Timeout(1))(fetch)()  # type: ignore[call-arg]
+
+
+async def check_the_httpx_transport_is_an_httpx_transport() -> None:
+    import httpx
+    from resilient.httpx import Host, ResilientTransport
+
+    transport = ResilientTransport(retry=Retry(attempts=2), breaker=None, bulkhead=Bulkhead(5))
+    client = httpx.AsyncClient(transport=transport)
+    host = transport.host("https://api.example.com")
+    assert_type(host, Host)
+    assert_type(host.breaker, CircuitBreaker | None)
+    await client.aclose()

@@ -406,8 +406,14 @@ class Retry(Policy):
 
     # -- the decision, shared by both drivers --------------------------------------------
 
-    def _plan(self, call: _Call, error: Exception | None) -> float | None:
+    def _plan(
+        self, call: _Call, error: Exception | None, min_delay: float | None = None
+    ) -> float | None:
         """Decide whether attempt `call.attempt + 1` happens: its delay, or None to stop.
+
+        `min_delay` is a floor on the delay that the callee itself asked for (an HTTP
+        `Retry-After`): the retry never starts earlier, and when the floor does not fit
+        before `max_duration` or the deadline, retrying stops at once.
 
         On None the call is finished (statistics, telemetry) and `error`, when there is
         one, carries a note saying why retrying stopped.
@@ -429,6 +435,8 @@ class Retry(Policy):
             )
             return None
         delay = self.backoff.delay(done, call.previous_delay)
+        if min_delay is not None and min_delay > delay:
+            delay = min_delay
         why = ""
         max_duration = self.max_duration
         if max_duration is not None and now - call.started + delay >= max_duration:
