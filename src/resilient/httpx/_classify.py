@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Final
 
 import httpx
-
 from resilient.exceptions import TimeoutExceeded
 
 __all__ = (
