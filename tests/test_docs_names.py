@@ -37,7 +37,6 @@ SRC = ROOT / "src" / "resilient"
 COMING_NAMES = (
     "resilient.httpx",
     "resilient.asgi",
-    "resilient.load_shedding",
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
@@ -45,11 +44,8 @@ COMING_NAMES = (
     "resilient.AdaptiveThrottle",
     "resilient.Chaos",
     "resilient.ThrottledError",
-    "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
-    "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",
     "ResilientTransport",
-    "LoadShedder",
     "LoadSheddingMiddleware",
     "RateLimitMiddleware",
     "HealthApp",
@@ -58,11 +54,10 @@ COMING_NAMES = (
     "AdaptiveThrottle",
     "Chaos",
     "ThrottledError",
-    "LoadShedError",
 )
 
 #: Words in prose for the same parts.
-COMING_WORDS = (r"\bload[- ]shedding\b",)
+COMING_WORDS: tuple[str, ...] = ()
 
 _MARKER = re.compile(r"\bcoming\b|\bnot (?:built|available) yet\b", re.IGNORECASE)
 _DOTTED = re.compile(r"(?<![\w.])resilient(?:\.[A-Za-z_]\w*)+")
@@ -258,7 +253,7 @@ def test_parts_not_built_yet_are_called_coming() -> None:
 
 
 #: Declared ahead of the part that will raise them, so that code can already catch them.
-DECLARED_AHEAD = ("resilient.LoadShedError",)
+DECLARED_AHEAD: tuple[str, ...] = ()
 
 
 @pytest.mark.parametrize(
@@ -295,11 +290,8 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
     assert is_coming("resilient.httpx.ResilientTransport")
-    assert is_coming("resilient.LoadShedError")
+    assert is_coming("resilient.Hedge")
     assert not is_coming("resilient.load_shedder_that_exists")
-    assert [term for term, pattern in _coming_patterns() if pattern.search("Load shedding")] == [
-        r"\bload[- ]shedding\b"
-    ]
     said = Section("p", "The `resilient.httpx` transport.\n\nIt is coming.")
     assert list(promises(said)) == ["resilient.httpx"]  # "coming" must be in its paragraph
     said = Section("p", "The `resilient.httpx` transport is coming:\n| a | b |\n| RedisStore | |")

@@ -31,7 +31,13 @@ def test_public_classes_report_the_public_module(name: str) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["resilient.interop.limits", "resilient.storage", "resilient.telemetry", "resilient.testing"],
+    [
+        "resilient.interop.limits",
+        "resilient.load_shedding",
+        "resilient.storage",
+        "resilient.telemetry",
+        "resilient.testing",
+    ],
 )
 def test_subpackages_declare_their_exports(module: str) -> None:
     mod = importlib.import_module(module)

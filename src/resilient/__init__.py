@@ -1,7 +1,7 @@
 """resilient: async resilience patterns for Python services.
 
 Timeouts, retries with jittered backoff and a retry budget, circuit breakers, bulkheads,
-rate limits and fallbacks, composable in a `Pipeline`, usable as decorators, through
+rate limits, load shedding and fallbacks, composable in a `Pipeline`, usable as decorators, through
 `.call()`, or as `async with` blocks, on asyncio and trio, with OpenTelemetry built in.
 
 Examples:
@@ -32,6 +32,9 @@ from resilient.exceptions import ResilienceError as ResilienceError
 from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
+from resilient.load_shedding import AIMD as AIMD
+from resilient.load_shedding import Gradient2 as Gradient2
+from resilient.load_shedding import LoadShedder as LoadShedder
 from resilient.pipeline import Pipeline as Pipeline
 from resilient.rate_limit import RateLimiter as RateLimiter
 from resilient.retry import Attempt as Attempt
@@ -42,6 +45,7 @@ from resilient.retry import RetryStatistics as RetryStatistics
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "AIMD",
     "Attempt",
     "Backoff",
     "Bulkhead",
@@ -52,7 +56,9 @@ __all__ = (
     "CircuitState",
     "Clock",
     "Fallback",
+    "Gradient2",
     "LoadShedError",
+    "LoadShedder",
     "MonotonicClock",
     "Pipeline",
     "RateLimitedError",
