@@ -36,7 +36,6 @@ SRC = ROOT / "src" / "resilient"
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
     "resilient.httpx",
-    "resilient.asgi",
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
@@ -46,7 +45,6 @@ COMING_NAMES = (
     "resilient.ThrottledError",
     "http.request.resend_count",
     "ResilientTransport",
-    "LoadSheddingMiddleware",
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",

@@ -3,8 +3,8 @@
 `LoadShedder` caps the calls running at once with a static or an adaptive limit (`AIMD`,
 `Gradient2`), queues a few more in a bounded FIFO per priority level, and turns the rest
 away at once with `resilient.LoadShedError`. A call's priority flows down like a deadline:
-`with priority(level):` sets it for everything inside. Framework-free; the ASGI middleware
-(`LoadSheddingMiddleware`) is coming.
+`with priority(level):` sets it for everything inside. Framework-free; the ASGI middleware is
+`resilient.asgi.LoadSheddingMiddleware`.
 
 Examples:
     ```python

@@ -25,7 +25,7 @@ def priority(level: int) -> Iterator[int]:
             0 to n - 1 and treats any higher level as n - 1.
 
     The level is a context variable: it applies to every `LoadShedder` the block reaches,
-    however deep, and to tasks spawned inside the block. The ASGI middleware (coming) opens
+    however deep, and to tasks spawned inside the block. `LoadSheddingMiddleware` opens
     such a block around each request from its `priority(scope)`.
 
     Raises:
