@@ -84,3 +84,25 @@ async def test_shed_request_gets_a_problem_response() -> None:
     assert (b"content-type", b"application/problem+json") in start["headers"]
     assert (b"retry-after", b"1") in start["headers"]
     assert b'"status":503' in body["body"]
+
+
+async def test_recorded_requests_run_and_report_their_shedding(telemetry: Any) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = LoadSheddingMiddleware(app, limit=1)
+    client = Client()
+    await middleware(dict(SCOPE), client.receive, client.send)
+    assert client.sent[0]["status"] == 200
+    async with middleware.shedder:
+        await middleware(dict(SCOPE), client.receive, client.send)
+    assert client.sent[2]["status"] == 503
+    reasons = [
+        event.attributes["resilient.load_shed.reason"]
+        for span in telemetry.spans("resilient.load_shed")
+        for event in span.events
+        if event.name == "resilient.load_shed.shed"
+    ]
+    assert reasons == ["limit"]
+    assert middleware.shedder.in_flight == 0

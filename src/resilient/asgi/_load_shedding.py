@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
 import anyio
 
-from resilient._backend import OneShotEvent, asyncio_loop, one_shot_event, trio_module
+from resilient._admission import WAIT
+from resilient._backend import (
+    OneShotEvent,
+    asyncio_loop,
+    current_task,
+    one_shot_event,
+    trio_module,
+)
 from resilient._validate import short_repr
 from resilient.asgi._problem import retry_after_seconds, send_problem
 from resilient.asgi._types import ASGIApp, Message, Receive, Scope, Send
@@ -16,12 +24,16 @@ from resilient.exceptions import LoadShedError
 from resilient.load_shedding._limits import AdaptiveLimit
 from resilient.load_shedding._priority import priority_var
 from resilient.load_shedding._shedder import LoadShedder
+from resilient.telemetry._core import QUIET
 
 __all__ = ("LoadSheddingMiddleware",)
 
 #: How many priority levels the middleware's shedder tells apart when `priority` is given;
 #: a request's level past the last counts as the last.
 PRIORITY_LEVELS: Final = 16
+#: How long, in seconds, a request admitted at once runs before a task watches its client
+#: (a quick request costs no task at all).
+_WATCH_AFTER: Final = 0.005
 #: How a 503 from the app itself is settled: as a call turned away further down.
 _APP_OVERLOADED: Final = LoadShedError("the app answered 503", policy="app", reason="limit")
 
@@ -49,13 +61,17 @@ def _spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], object]:
 
 
 class _Exchange:
-    """One admitted (or queued) request: it watches the client while the app runs.
+    """One request on its way through the middleware: it watches the client while the
+    request waits or runs, and cancels the request when the client leaves before the
+    response is complete, so that the request frees its place at once instead of working
+    for nobody.
 
-    A watcher reads the request's messages ahead of the app, one at a time (it reads the
-    next only once the app took the last, so a large body is not buffered), and hands
-    them on; when the client disconnects before the response is complete it cancels the
-    request, so that a queued request leaves the queue and a running one frees its slot
-    at once instead of working for nobody.
+    A watcher is a task of its own that reads the request's messages ahead of the app,
+    one at a time (the next only once the app took the last, so a large body is not
+    buffered), and hands them on. It starts at once for a request that has to queue, and
+    only `_WATCH_AFTER` seconds in for one admitted at once, so that a quick request costs
+    no task at all. Until then the app reads the server's messages directly; while it
+    does, it watches the client itself.
     """
 
     __slots__ = (
@@ -63,21 +79,54 @@ class _Exchange:
         "_inbox",
         "_receive",
         "_send",
+        "_stop",
         "_taken",
-        "cancel_scope",
+        "app_receiving",
+        "cancel",
+        "cancelled",
+        "finished",
         "responded",
         "status",
+        "watching",
     )
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, cancel: Callable[[], object]) -> None:
         self._receive = receive
         self._send = send
-        self.cancel_scope = anyio.CancelScope()
+        self.cancel = cancel
+        self.cancelled = False
         self.responded = False
+        self.finished = False
+        self.watching = False
+        self.app_receiving = False
         self.status = 0
+        self._stop: Callable[[], object] | None = None
         self._inbox: deque[Message] = deque()
         self._arrived: OneShotEvent | None = None
         self._taken: OneShotEvent | None = None
+
+    def start_watching(self) -> bool:
+        """Start the watcher; False when the app is waiting on the server itself (it will
+        see a disconnect: look again later)."""
+        if self.watching or self.responded or self.finished:
+            return True
+        if self.app_receiving:
+            return False
+        self.watching = True
+        self._stop = _spawn(self._watch)
+        return True
+
+    def finish(self) -> None:
+        """The request is over: no more watching."""
+        self.finished = True
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def _leave(self) -> None:
+        if not self.responded and not self.finished:
+            self.cancelled = True
+            self.cancel()
 
     def _deliver(self, message: Message) -> None:
         self._inbox.append(message)
@@ -86,14 +135,13 @@ class _Exchange:
             self._arrived = None
             arrived.set()
 
-    async def watch(self) -> None:
+    async def _watch(self) -> None:
         try:
             while True:
                 message = await self._receive()
                 if message["type"] == "http.disconnect":
-                    if not self.responded:
-                        self.cancel_scope.cancel()
                     self._deliver(message)
+                    self._leave()
                     return
                 while self._inbox:
                     taken = self._taken = one_shot_event()
@@ -102,10 +150,15 @@ class _Exchange:
         except Exception:
             # The server's receive failed: end the request as a disconnect would.
             self._deliver({"type": "http.disconnect"})
-            if not self.responded:
-                self.cancel_scope.cancel()
+            self._leave()
 
     async def receive(self) -> Message:
+        if not self.watching:
+            self.app_receiving = True
+            try:
+                return await self._receive()
+            finally:
+                self.app_receiving = False
         inbox = self._inbox
         while not inbox:
             arrived = self._arrived = one_shot_event()
@@ -124,6 +177,36 @@ class _Exchange:
         elif kind == "http.response.body" and not message.get("more_body", False):
             self.responded = True
         await self._send(message)
+
+
+class _Sweeper:
+    """The requests admitted at once on one event loop, oldest first: one timer, every
+    `_WATCH_AFTER` seconds while any run, starts the watchers of those running longer (a
+    timer per request would cost more than the quick requests it spares)."""
+
+    __slots__ = ("handle", "loop", "running")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.running: dict[_Exchange, float] = {}
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, exchange: _Exchange) -> None:
+        self.running[exchange] = self.loop.time()
+        if self.handle is None:
+            self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
+
+    def sweep(self) -> None:
+        self.handle = None
+        running = self.running
+        due = self.loop.time() - _WATCH_AFTER
+        for exchange, since in list(running.items()):
+            if since > due:
+                break
+            if exchange.start_watching():
+                del running[exchange]
+        if running:
+            self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
 
 
 class LoadSheddingMiddleware:
@@ -151,8 +234,10 @@ class LoadSheddingMiddleware:
     A refusal is a 503 with `Retry-After` (whole seconds, at least 1) and an RFC 9457
     `application/problem+json` body. Lifespan and websocket scopes pass through untouched.
     A client that disconnects while its request waits or runs frees its place at once:
-    the request is cancelled. Works with `app.add_middleware(LoadSheddingMiddleware, ...)`
-    in Starlette and FastAPI, or by wrapping any ASGI app. The shedder is `.shedder`.
+    the request is cancelled (one that runs is watched from 5 ms in, so that quick
+    requests pay for no watcher; one that waits, from the start). Works with
+    `app.add_middleware(LoadSheddingMiddleware, ...)` in Starlette and FastAPI, or by
+    wrapping any ASGI app. The shedder is `.shedder`.
 
     Examples:
         ```python
@@ -169,7 +254,7 @@ class LoadSheddingMiddleware:
         ```
     """
 
-    __slots__ = ("_exempt", "_prefixes", "_priority", "app", "shedder")
+    __slots__ = ("_exempt", "_prefixes", "_priority", "_sweeper", "app", "shedder")
 
     def __init__(
         self,
@@ -204,54 +289,118 @@ class LoadSheddingMiddleware:
         self._priority = priority
         self._exempt = frozenset(path.rstrip("/") or "/" for path in paths)
         self._prefixes = tuple(path.rstrip("/") + "/" for path in paths)
+        self._sweeper: _Sweeper | None = None
 
     def __repr__(self) -> str:
         return f"LoadSheddingMiddleware({self.app!r}, shedder={self.shedder!r})"
 
-    def _is_exempt(self, path: str) -> bool:
-        return path in self._exempt or path.startswith(self._prefixes)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self._exempt and self._is_exempt(scope.get("path", ""))):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._exempt:
+            path = scope.get("path", "")
+            if path in self._exempt or path.startswith(self._prefixes):
+                await self.app(scope, receive, send)
+                return
+        token = None
         rank = self._priority
-        if rank is None:
-            await self._serve(scope, receive, send)
-            return
-        level = rank(scope)
-        if not isinstance(level, int) or level < 0:
-            raise ValueError(f"priority(scope) must return a whole number >= 0, got {level!r}")
-        token = priority_var.set(level)
+        if rank is not None:
+            level = rank(scope)
+            if not isinstance(level, int) or level < 0:
+                raise ValueError(f"priority(scope) must return a whole number >= 0, got {level!r}")
+            token = priority_var.set(level)
         try:
-            await self._serve(scope, receive, send)
-        finally:
-            priority_var.reset(token)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        shedder = self.shedder
-        exchange = _Exchange(receive, send)
-        stop_watching = _spawn(exchange.watch)
-        try:
-            with exchange.cancel_scope:
-                try:
-                    await shedder.__aenter__()
-                except LoadShedError as error:
-                    stop_watching()
-                    await _refuse(send, error)
+            loop = asyncio_loop()
+            if loop is None:
+                await self._serve_anyio(scope, receive, send)
+                return
+            # asyncio, written out: this is every request's path.
+            task = current_task(loop)
+            assert task is not None
+            outer = task.cancelling()
+            exchange = _Exchange(receive, send, task.cancel)
+            sweeper = self._sweeper
+            if sweeper is None or sweeper.loop is not loop:
+                sweeper = self._sweeper = _Sweeper(loop)
+            try:
+                await self._admit_and_run(scope, exchange, sweeper)
+            except asyncio.CancelledError:
+                # Cancelled because the client left: the request ends here, quietly,
+                # unless someone else asked for cancellation too.
+                if exchange.cancelled and task.uncancel() <= outer:
                     return
-                try:
-                    await self.app(scope, exchange.receive, exchange.send)
-                except BaseException as exc:
-                    await shedder.__aexit__(type(exc), exc, exc.__traceback__)
-                    raise
-                if exchange.status == 503:
-                    # The app itself is overloaded: a drop, for an adaptive limit.
-                    await shedder.__aexit__(LoadShedError, _APP_OVERLOADED, None)
-                else:
-                    await shedder.__aexit__(None, None, None)
+                raise
+            finally:
+                exchange.finish()
+                sweeper.running.pop(exchange, None)
+            if exchange.cancelled:
+                task.uncancel()  # the app swallowed the cancellation: take it back
         finally:
-            stop_watching()
+            if token is not None:
+                priority_var.reset(token)
+
+    async def _serve_anyio(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cancel_scope = anyio.CancelScope()
+        exchange = _Exchange(receive, send, cancel_scope.cancel)
+        exchange.start_watching()
+        try:
+            with cancel_scope:
+                await self._admit_and_run(scope, exchange, None)
+        finally:
+            exchange.finish()
+
+    async def _admit_and_run(
+        self, scope: Scope, exchange: _Exchange, sweeper: _Sweeper | None
+    ) -> None:
+        shedder = self.shedder
+        if not shedder._telemetry.quiet():
+            await self._admit_and_run_recorded(scope, exchange, sweeper)
+            return
+        # The admission hooks themselves (see resilient._admission): nothing records this
+        # request, so no record and no per-task state.
+        ticket = shedder._admit()
+        if ticket is WAIT:
+            exchange.start_watching()  # it may queue: watch the client from the start
+            try:
+                ticket = await shedder._wait(QUIET)
+            except LoadShedError as error:
+                exchange.finish()
+                await _refuse(exchange.send, error)
+                return
+        elif sweeper is not None:
+            sweeper.add(exchange)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BaseException as exc:
+            shedder._settle(ticket, exc)
+            raise
+        # A 503 from the app itself is a drop, for an adaptive limit.
+        shedder._settle(ticket, _APP_OVERLOADED if exchange.status == 503 else None)
+
+    async def _admit_and_run_recorded(
+        self, scope: Scope, exchange: _Exchange, sweeper: _Sweeper | None
+    ) -> None:
+        shedder = self.shedder
+        if shedder.in_flight >= shedder.limit:
+            exchange.start_watching()
+        elif sweeper is not None:
+            sweeper.add(exchange)
+        try:
+            await shedder.__aenter__()
+        except LoadShedError as error:
+            exchange.finish()
+            await _refuse(exchange.send, error)
+            return
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BaseException as exc:
+            await shedder.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if exchange.status == 503:
+            await shedder.__aexit__(LoadShedError, _APP_OVERLOADED, None)
+        else:
+            await shedder.__aexit__(None, None, None)
 
 
 async def _refuse(send: Send, error: LoadShedError) -> None:
