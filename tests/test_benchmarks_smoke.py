@@ -159,3 +159,20 @@ def test_quick_redis_benchmark_reports_both_parts() -> None:
     assert "| raw `EVALSHA` of a minimal GCRA script (redis-py) | " in proc.stdout
     assert "| **RedisStore** via `RateLimiter.acquire()` | " in proc.stdout
     assert "failed:" not in proc.stdout
+
+
+def test_quick_overload_benchmark_reports_every_case() -> None:
+    # A real uvicorn server per case, offered 3x its capacity for a moment.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "overload.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for case in ("no shedding", "static limit (8)", "AIMD", "Gradient2"):
+        assert f"| {case} | " in proc.stdout
+    assert "Healthy app (no sleep)" in proc.stdout
+    assert "### Goals" in proc.stdout

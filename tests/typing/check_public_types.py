@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, assert_type
 
-from resilient import Bulkhead, CircuitBreaker, Fallback, Pipeline, RateLimiter, Retry, Timeout
+from resilient import (
+    AIMD,
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    LoadShedder,
+    Pipeline,
+    RateLimiter,
+    Retry,
+    Timeout,
+)
 
 
 async def fetch(user_id: int, *, fresh: bool = False) -> dict[str, int]:
@@ -36,6 +46,8 @@ async def check_every_policy_keeps_the_decorated_type() -> None:
         Bulkhead(4),
         RateLimiter(10),
         Fallback({"id": 0}),
+        LoadShedder(8),
+        LoadShedder(AIMD()),
         Pipeline(RateLimiter(10), Timeout(2), Retry(), CircuitBreaker(), Bulkhead(4)),
     )
     for policy in policies:
@@ -50,6 +62,9 @@ async def check_single_shot_policies_enter_as_themselves() -> None:
         assert_type(bulkhead, Bulkhead)
     async with RateLimiter(5) as limiter:
         assert_type(limiter, RateLimiter)
+    async with LoadShedder(5) as shedder:
+        assert_type(shedder, LoadShedder)
+        assert_type(shedder.limit, int)
 
 
 def check_statistics_and_state_are_typed() -> None:
