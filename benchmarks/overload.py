@@ -367,6 +367,7 @@ def series(run: Run) -> tuple[list[float], list[float], list[float | None]]:
     return times, goodput, p99
 
 
+COLOURS = {"none": "tab:blue", "static": "tab:orange", "aimd": "tab:green", "gradient2": "tab:red"}
 LABELS = {
     "none": "no shedding",
     "static": "static limit (8)",
@@ -385,13 +386,15 @@ def draw(runs: list[Run], unloaded_p99: float | None, path: Path) -> None:
     for run in runs:
         times, goodput, p99 = series(run)
         style = "--" if run.case == "none" else "-"
-        top.plot(times, goodput, style, label=LABELS[run.case])
-        middle.plot(times, [float("nan") if v is None else v for v in p99], style)
+        colour = COLOURS[run.case]
+        top.plot(times, goodput, style, color=colour, label=LABELS[run.case])
+        middle.plot(times, [float("nan") if v is None else v for v in p99], style, color=colour)
         if run.case != "none" and run.limits:
             bottom.plot(
                 [t for t, _ in run.limits],
                 [v for _, v in run.limits],
                 style,
+                color=colour,
                 label=LABELS[run.case],
             )
     top.axhline(CAPACITY, color="grey", linewidth=0.8, linestyle=":")
@@ -403,7 +406,7 @@ def draw(runs: list[Run], unloaded_p99: float | None, path: Path) -> None:
     top.legend(loc="lower left", fontsize="small")
     if unloaded_p99 is not None:
         middle.axhline(2 * unloaded_p99 * 1000, color="grey", linewidth=0.8, linestyle=":")
-    middle.set_ylabel("p99 of successes (ms)")
+    middle.set_ylabel("p99 of successes (ms)\n(dotted: 2x unloaded p99)")
     middle.set_yscale("log")
     bottom.axhline(CAPACITY_CONCURRENCY, color="grey", linewidth=0.8, linestyle=":")
     bottom.set_ylabel("concurrency limit")
