@@ -172,7 +172,13 @@ def test_quick_overload_benchmark_reports_every_case() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for case in ("no shedding", "static limit (8)", "AIMD", "Gradient2"):
+    for case in (
+        "no shedding",
+        "static limit (8)",
+        "static limit (8) + queue (8, 10 ms)",
+        "AIMD",
+        "Gradient2",
+    ):
         assert f"| {case} | " in proc.stdout
     assert "Healthy app (no sleep)" in proc.stdout
     assert "### Goals" in proc.stdout

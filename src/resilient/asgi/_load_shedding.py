@@ -33,7 +33,7 @@ __all__ = ("LoadSheddingMiddleware",)
 PRIORITY_LEVELS: Final = 16
 #: How long, in seconds, a request admitted at once runs before a task watches its client
 #: (a quick request costs no task at all).
-_WATCH_AFTER: Final = 0.005
+_WATCH_AFTER: Final = 0.05
 #: How a 503 from the app itself is settled: as a call turned away further down.
 _APP_OVERLOADED: Final = LoadShedError("the app answered 503", policy="app", reason="limit")
 
@@ -234,7 +234,7 @@ class LoadSheddingMiddleware:
     A refusal is a 503 with `Retry-After` (whole seconds, at least 1) and an RFC 9457
     `application/problem+json` body. Lifespan and websocket scopes pass through untouched.
     A client that disconnects while its request waits or runs frees its place at once:
-    the request is cancelled (one that runs is watched from 5 ms in, so that quick
+    the request is cancelled (one that runs is watched once it has run 50 to 100 ms, so that quick
     requests pay for no watcher; one that waits, from the start). Works with
     `app.add_middleware(LoadSheddingMiddleware, ...)` in Starlette and FastAPI, or by
     wrapping any ASGI app. The shedder is `.shedder`.
