@@ -62,9 +62,12 @@ GROUPS: dict[str, str] = {
     "rate_limit": "group_rate_limit",
     "fallback": "group_fallback",
     "pipeline": "group_pipeline",
+    "hedge": "group_hedge",
+    "tail": "group_tail",
     "redis": "group_redis",
     "throughput": "group_throughput",
     "scaling": "group_scaling",
+    "httpx": "group_httpx",
 }
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -70,6 +70,17 @@ def test_quick_scaling_benchmark_reports_every_part() -> None:
     assert "failed:" not in proc.stdout
 
 
+def test_quick_httpx_benchmark_reports_each_transport() -> None:
+    # httpx-retries comes with the bench group only; without it its row is named skipped.
+    proc = run_bench("--quick", "--only", "httpx", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "### httpx transports on a local uvicorn server" in proc.stdout
+    assert "| httpx.AsyncHTTPTransport (plain) | " in proc.stdout
+    assert "| resilient ResilientTransport (default stack) | " in proc.stdout
+    assert "ResilientTransport req/s >= 0.95x plain httpx" in proc.stdout
+    assert "failed:" not in proc.stdout
+
+
 @pytest.fixture
 def benchmarks_path(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
@@ -182,3 +193,13 @@ def test_quick_overload_benchmark_reports_every_case() -> None:
         assert f"| {case} | " in proc.stdout
     assert "Healthy app (no sleep)" in proc.stdout
     assert "### Goals" in proc.stdout
+
+
+def test_quick_hedge_and_tail_benchmarks_report_their_goals() -> None:
+    # nopanic (the bench group) may be missing: its rows are then skipped, ours still run.
+    proc = run_bench("--quick", "--only", "hedge,tail", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| **Hedge(0.05) decorator** |" in proc.stdout
+    assert "### Hedging a heavy tail" in proc.stdout
+    assert "| serves 20 % of demand |" in proc.stdout
+    assert "adaptive hedge cuts p99 by >= 3x" in proc.stdout

@@ -32,26 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "resilient"
 
 #: Names of parts that are not built yet. A dotted entry also covers every name under it
-#: (`resilient.httpx` covers `resilient.httpx.ResilientTransport`); a bare one matches the
+#: (`resilient.asgi` covers `resilient.asgi.HealthApp`); a bare one matches the
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
-    "resilient.httpx",
     "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "resilient.Hedge",
-    "resilient.AdaptiveThrottle",
-    "resilient.Chaos",
-    "resilient.ThrottledError",
-    "http.request.resend_count",
-    "ResilientTransport",
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",
-    "Hedge",
-    "AdaptiveThrottle",
-    "Chaos",
-    "ThrottledError",
 )
 
 #: Words in prose for the same parts.
@@ -269,7 +258,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "Use `resilient.Retry` and `resilient.testing.FakeClock`.\n"
         "```python\nfrom resilient import (\n    Pipeline,  # outermost\n    Timeout as T,\n)\n"
         "from resilient.storage import MemoryStore\n```\n"
-        "Spans: `resilient.retry.attempt`. Soon: `resilient.httpx.ResilientTransport`."
+        "Spans: `resilient.retry.attempt`. Soon: `resilient.asgi.HealthApp`."
     )
     assert documented_names(text) == {
         "resilient.Retry",
@@ -279,7 +268,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "resilient.storage",
         "resilient.storage.MemoryStore",
         "resilient.retry.attempt",
-        "resilient.httpx.ResilientTransport",
+        "resilient.asgi.HealthApp",
     }
     assert resolves("resilient.testing.FakeClock")
     assert resolves("resilient._gcra")
@@ -287,15 +276,14 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert not resolves("resilient.no_such_module.Thing")
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
-    assert is_coming("resilient.httpx.ResilientTransport")
-    assert is_coming("resilient.Hedge")
+    assert is_coming("resilient.asgi.HealthApp")
     assert not is_coming("resilient.load_shedder_that_exists")
-    said = Section("p", "The `resilient.httpx` transport.\n\nIt is coming.")
-    assert list(promises(said)) == ["resilient.httpx"]  # "coming" must be in its paragraph
-    said = Section("p", "The `resilient.httpx` transport is coming:\n| a | b |\n| RedisStore | |")
+    said = Section("p", "The `resilient.health` checks.\n\nIt is coming.")
+    assert list(promises(said)) == ["resilient.health"]  # "coming" must be in its paragraph
+    said = Section("p", "The `resilient.health` checks are coming:\n| a | b |\n| RedisStore | |")
     assert list(promises(said)) == []
-    code = "```python\nfrom resilient.httpx import ResilientTransport\n\nx = 1\n```"
-    assert list(promises(Section("p", code))) == ["resilient.httpx", "ResilientTransport"]
+    code = "```python\nfrom resilient.asgi import HealthApp\n\nx = 1\n```"
+    assert list(promises(Section("p", code))) == ["HealthApp"]
     assert list(promises(Section("p", "Coming soon.\n\n" + code))) == []
     page = "Intro.\n# A\n\n```python\n# not a heading\n```\n\n## B\n\nMore.\n"
     assert [(s.where, s.text.count("heading")) for s in markdown_sections("p.md", page)] == [

@@ -13,12 +13,13 @@ from resilient import (
     RejectedError,
     ResilienceError,
     StorageUnavailableError,
+    ThrottledError,
     TimeoutExceeded,
 )
 
 
 @pytest.mark.parametrize(
-    "cls", [CircuitOpenError, BulkheadFullError, RateLimitedError, LoadShedError]
+    "cls", [CircuitOpenError, BulkheadFullError, RateLimitedError, LoadShedError, ThrottledError]
 )
 def test_every_rejection_is_a_rejected_error(cls: type[RejectedError]) -> None:
     error = cls("no", policy="payments", retry_after=1.5)

@@ -20,6 +20,7 @@ from resilient._clock import MonotonicClock as MonotonicClock
 from resilient._deadline import time_left as time_left
 from resilient._version import __version__ as __version__
 from resilient.bulkhead import Bulkhead as Bulkhead
+from resilient.chaos import Chaos as Chaos
 from resilient.circuit_breaker import CircuitBreaker as CircuitBreaker
 from resilient.circuit_breaker import CircuitBreakerMetrics as CircuitBreakerMetrics
 from resilient.circuit_breaker import CircuitState as CircuitState
@@ -30,8 +31,10 @@ from resilient.exceptions import RateLimitedError as RateLimitedError
 from resilient.exceptions import RejectedError as RejectedError
 from resilient.exceptions import ResilienceError as ResilienceError
 from resilient.exceptions import StorageUnavailableError as StorageUnavailableError
+from resilient.exceptions import ThrottledError as ThrottledError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
+from resilient.hedge import Hedge as Hedge
 from resilient.load_shedding import AIMD as AIMD
 from resilient.load_shedding import Gradient2 as Gradient2
 from resilient.load_shedding import LoadShedder as LoadShedder
@@ -42,14 +45,17 @@ from resilient.retry import Backoff as Backoff
 from resilient.retry import Retry as Retry
 from resilient.retry import RetryBudget as RetryBudget
 from resilient.retry import RetryStatistics as RetryStatistics
+from resilient.throttle import AdaptiveThrottle as AdaptiveThrottle
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
     "AIMD",
+    "AdaptiveThrottle",
     "Attempt",
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
+    "Chaos",
     "CircuitBreaker",
     "CircuitBreakerMetrics",
     "CircuitOpenError",
@@ -57,6 +63,7 @@ __all__ = (
     "Clock",
     "Fallback",
     "Gradient2",
+    "Hedge",
     "LoadShedError",
     "LoadShedder",
     "MonotonicClock",
@@ -69,6 +76,7 @@ __all__ = (
     "RetryBudget",
     "RetryStatistics",
     "StorageUnavailableError",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceeded",
     "__version__",

@@ -22,6 +22,10 @@ calls something records. The shell also ends the record.
 
 The fast path is the general case: a call admitted at once costs the hooks' own work and
 no await beyond the user's call.
+
+A policy whose settling must itself await (a breaker whose state lives in a store sends
+the outcome there) derives from `AwaitedSettlement` as well, and implements the awaited
+twins of the two settle hooks; the shell then awaits them on every face.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from resilient.exceptions import RejectedError
 from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import EventSpec
 
-__all__ = ("WAIT", "AdmissionPolicy")
+__all__ = ("WAIT", "AdmissionPolicy", "AwaitedSettlement")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -246,6 +250,83 @@ class AdmissionPolicy(Policy):
             self._settle(ticket, exc)
         else:
             self._exit_recorded(ticket, exc, record)
+
+
+class AwaitedSettlement(AdmissionPolicy):
+    """The shell for a policy whose settling awaits: put it before the policy's class in
+    the bases. Its hooks are `_settle_awaited` and `_settle_result_awaited`, the awaited
+    twins of `_settle` and `_settle_result`; a call is over only when they return."""
+
+    __slots__ = ()
+
+    async def _settle_awaited(self, ticket: Any, error: BaseException | None) -> None:
+        """`_settle`, awaited."""
+        raise NotImplementedError
+
+    async def _settle_result_awaited(self, ticket: Any, result: object) -> bool:
+        """`_settle_result`, awaited: True when the result counts as a failure."""
+        raise NotImplementedError
+
+    async def _exit_awaited(
+        self, ticket: Any, error: BaseException | None, record: CallRecord | None
+    ) -> None:
+        if record is None:
+            await self._settle_awaited(ticket, error)
+            return
+        try:
+            await self._settle_awaited(ticket, error)
+        except BaseException as raised:
+            record.end(outcome_of(raised), raised)
+            raise
+        _report(record, self._released_event)
+        record.end("success" if error is None else outcome_of(error), error)
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        record = self._telemetry.start()
+        if record is None:
+            ticket = self._admit()
+            if ticket is WAIT:
+                ticket = await self._wait(QUIET)
+        else:
+            ticket = await self._enter_recorded(record)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            await self._exit_awaited(ticket, exc, record)
+            raise
+        if record is None:
+            await self._settle_result_awaited(ticket, result)
+            return result
+        try:
+            failed = await self._settle_result_awaited(ticket, result)
+        except BaseException as raised:
+            record.end(outcome_of(raised), raised)
+            raise
+        _report(record, self._released_event)
+        record.end("failure" if failed else "success")
+        return result
+
+    def _bind(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        run = self._run
+
+        async def admitted(*args: Any, **kwargs: Any) -> T:
+            return await run(fn, args, kwargs)
+
+        return admitted
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ticket, record = self._entries.pop()
+        await self._exit_awaited(ticket, exc, record)
 
 
 def _report(record: CallRecord, report: Report | None) -> None:

@@ -2,7 +2,8 @@
 
 Here: the running loop and task, trio's module, the two native deadline primitives a
 `Timeout` uses on its hot path (a shared deadline queue per asyncio loop and duration, and
-trio's own cancel scope), and the one-shot event a queued caller parks on. Waits on any
+trio's own cancel scope), the one-shot event a queued caller parks on, and a step that
+runs to its end through a cancellation. Waits on any
 other clock go through `_clock.TimedScope`.
 
 anyio is used on waiting paths. Hot paths (a timeout around every call) use the backend's
@@ -15,10 +16,10 @@ from __future__ import annotations
 import _asyncio
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic as _monotonic
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -30,6 +31,7 @@ __all__ = (
     "deadline_queue_for",
     "one_shot_event",
     "open_trio_scope",
+    "run_to_the_end",
     "trio_module",
 )
 
@@ -44,6 +46,8 @@ current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = 
 )
 
 _trio: ModuleType | None = None
+
+T = TypeVar("T")
 
 
 def trio_module() -> Any:
@@ -244,3 +248,25 @@ def one_shot_event() -> OneShotEvent:
     if loop is not None:
         return _FutureEvent(loop)
     return anyio.Event()
+
+
+async def run_to_the_end(step: Coroutine[Any, Any, T]) -> T:
+    """Await `step` on asyncio so that it runs to its end even when the calling task is
+    cancelled meanwhile (by `asyncio.timeout`, a task group or an anyio scope, any number
+    of times); the cancellation is raised once `step` has ended.
+
+    For short steps whose loss would cost more than the wait, such as an outcome on its way
+    to a store: the step must bound its own duration and handle its own errors.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError:
+                continue  # delivered again (an anyio scope does): keep waiting
+        if not task.cancelled():
+            task.exception()  # retrieved: the step's own error is not the caller's
+        raise

@@ -120,6 +120,13 @@ def check_bool(field: str, value: Any) -> bool:
     return value
 
 
+def check_optional_callable(field: str, value: Any, shape: str = "a callable") -> Any:
+    """A hook: None, or a callable (`shape` describes it in the error)."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{field} must be {shape} or None, got {short_repr(value)}")
+    return value
+
+
 def check_clock(clock: Any) -> Clock:
     """The clock a policy reads: `clock`, or the monotonic clock for None.
 

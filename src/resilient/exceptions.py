@@ -7,7 +7,8 @@ The hierarchy::
     │   ├── CircuitOpenError            a circuit breaker is open (or half-open and busy)
     │   ├── BulkheadFullError           a bulkhead has no free slot and no room to wait
     │   ├── RateLimitedError            a rate limiter has no permit within max_wait
-    │   └── LoadShedError               a load shedder is over its limit; carries .reason
+    │   ├── LoadShedError               a load shedder is over its limit; carries .reason
+    │   └── ThrottledError              an adaptive throttle refused the call locally
     ├── TimeoutExceeded                 a Timeout's deadline passed; also a built-in TimeoutError
     └── StorageUnavailableError         a shared store cannot be reached and is set to deny
 
@@ -29,6 +30,7 @@ __all__ = (
     "RejectedError",
     "ResilienceError",
     "StorageUnavailableError",
+    "ThrottledError",
     "TimeoutExceeded",
 )
 
@@ -109,6 +111,13 @@ def _rebuild_shed(
     message: str, policy: str, retry_after: float | None, reason: str
 ) -> LoadShedError:
     return LoadShedError(message, policy=policy, retry_after=retry_after, reason=reason)
+
+
+class ThrottledError(RejectedError):
+    """Raised by `AdaptiveThrottle` when it refuses a call locally, before sending it,
+    because the upstream has been refusing most recent calls (client-side adaptive
+    throttling). `retry_after` is the throttle's bucket width, in seconds: the soonest its
+    window of outcomes moves on."""
 
 
 class TimeoutExceeded(ResilienceError, TimeoutError):

@@ -27,7 +27,6 @@ async def main(url: str, prefix: str, failures: int) -> None:
                 await breaker.call(fail)
             except ConnectionError:
                 pass
-        await breaker._drain()
         print(breaker.state.value)
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio
 
@@ -69,7 +70,6 @@ async def failures(breaker: CircuitBreaker, count: int) -> None:
     for _ in range(count):
         with pytest.raises(ConnectionError):
             await breaker.call(fail)
-    await breaker._drain()  # type: ignore[attr-defined]
 
 
 async def outcome_of(breaker: CircuitBreaker, step: str) -> tuple[str, float | None]:
@@ -100,11 +100,69 @@ async def test_a_shared_breaker_decides_like_one_in_memory(
     for i, step in enumerate(steps * 2):
         server_clock.advance((0.5, 0.0, 1.5, 0.0, 3.0)[i % 5])
         on_redis = await outcome_of(shared, step)
-        await shared._drain()  # type: ignore[attr-defined]
         assert on_redis == await outcome_of(in_memory, step), f"step {i}"
         assert shared.state == in_memory.state, f"step {i}"
         if on_redis[0] != "rejected":  # the shared window as of this process's last outcome
             assert shared.metrics() == in_memory.metrics(), f"step {i}"
+
+
+class SlowRecordStore(RedisStore):
+    """A RedisStore whose outcomes take `delay` seconds more to arrive."""
+
+    delay = 0.15
+
+    async def breaker_record(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().breaker_record(*args, **kwargs)
+
+
+async def test_an_outcome_has_reached_the_store_when_the_call_returns(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    tasks = asyncio.all_tasks()
+    here = CircuitBreaker("api", minimum_calls=2, store=stores[0])
+    there = CircuitBreaker("api", minimum_calls=2, store=stores[1])
+    await failures(here, 2)
+    with pytest.raises(CircuitOpenError):
+        await there.call(succeed)
+    # Nothing is left running once the calls have returned (but the stores' connections).
+    left = {t for t in asyncio.all_tasks() if "Multiplexer" not in t.get_coro().__qualname__}
+    assert left == tasks
+
+
+@pytest.mark.parametrize("face", ["call", "async with"])
+@pytest.mark.parametrize("cancel", ["asyncio.wait_for", "anyio.fail_after"])
+async def test_an_outcome_in_flight_survives_the_cancellation_of_its_call(
+    redis_url: str, prefix: str, server_clock: FakeClock, face: str, cancel: str
+) -> None:
+    async with SlowRecordStore(redis_url, prefix=prefix, on_unavailable="deny") as store:
+        store._now = server_clock.now
+        breaker = CircuitBreaker("api", minimum_calls=2, store=store)
+        await breaker.call(succeed)  # one success, and a connection ready
+
+        async def fail_through_the_breaker() -> None:
+            if face == "call":
+                await breaker.call(fail)
+            else:
+                async with breaker:
+                    await fail()
+
+        async def cancelled_after(seconds: float) -> None:
+            if cancel == "asyncio.wait_for":
+                await asyncio.wait_for(fail_through_the_breaker(), seconds)
+            else:
+                with anyio.fail_after(seconds):
+                    await fail_through_the_breaker()
+
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await cancelled_after(0.05)  # while the outcome is on its way
+        # The cancellation waited for the outcome (bounded by the store's timeout)...
+        assert SlowRecordStore.delay <= time.monotonic() - started < store.timeout + MARGIN
+        assert breaker.state == "open"
+        # ...which every process now sees.
+        with pytest.raises(CircuitOpenError):
+            await CircuitBreaker("api", minimum_calls=2, store=store).call(succeed)
 
 
 def test_redis_store_can_share_breaker_state_and_memory_store_cannot() -> None:
@@ -161,7 +219,6 @@ async def test_the_window_counts_the_outcomes_of_every_process(
     await here.call(succeed)
     await there.call(succeed)
     await failures(here, 1)
-    await there._drain()  # type: ignore[attr-defined]
     assert here.metrics().calls == 3
     await failures(there, 1)  # 2 of 4 failed, counted from both processes
     assert there.state == "open"
@@ -189,7 +246,6 @@ async def test_a_count_window_keeps_the_last_calls_of_every_process(
     await failures(here, 1)
     for _ in range(3):
         await there.call(succeed)  # the failure slides out
-    await there._drain()  # type: ignore[attr-defined]
     assert (there.metrics().calls, there.metrics().failures) == (3, 0)
     await failures(here, 1)
     assert here.state == "closed"  # 1 of the last 3
@@ -219,8 +275,6 @@ async def test_half_open_admits_its_probes_across_processes(
                 await here.call(succeed)
             with pytest.raises(CircuitOpenError, match="every probe slot is taken"):
                 await there.call(succeed)
-    await there._drain()  # type: ignore[attr-defined]
-    await here._drain()  # type: ignore[attr-defined]
     assert here.state == "closed"  # its probe was the last one needed
     assert here.metrics().calls == 0  # closing empties the window
     assert await there.call(succeed) == "ok"
@@ -259,9 +313,7 @@ async def test_a_cancelled_probe_frees_its_slot_for_another_process(
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await probe
-    await here._drain()  # type: ignore[attr-defined]
     assert await there.call(succeed) == "ok"
-    await there._drain()  # type: ignore[attr-defined]
     assert there.state == "closed"
 
 
@@ -277,9 +329,7 @@ async def test_a_probe_slot_held_past_the_longest_break_goes_to_the_next_caller(
             await there.call(succeed)
         server_clock.advance(30.0)
         assert await there.call(succeed) == "ok"
-        await there._drain()  # type: ignore[attr-defined]
         assert there.state == "closed"
-    await here._drain()  # type: ignore[attr-defined]
     assert here.state == "closed"  # the stale probe changed nothing
 
 
@@ -298,11 +348,9 @@ async def test_an_outcome_from_before_a_state_change_is_not_counted(
     await asyncio.sleep(0.05)  # admitted while closed
     await open_then_wait_out_the_break(there, server_clock)
     assert await there.call(succeed) == "ok"  # the probe closes it: a new epoch
-    await there._drain()  # type: ignore[attr-defined]
     release.set()
     with pytest.raises(ConnectionError):
         await late
-    await here._drain()  # type: ignore[attr-defined]
     assert here.state == "closed"
     assert here.metrics().calls == 0
 
@@ -352,8 +400,7 @@ async def test_a_breaker_on_redis_cluster_keeps_its_keys_in_one_slot(
         here = CircuitBreaker("api", window_calls=4, minimum_calls=2, store=store)
         there = CircuitBreaker("api", window_calls=4, minimum_calls=2, store=store)
         await there.call(succeed)
-        await there._drain()  # type: ignore[attr-defined]
-        await failures(here, 2)  # the count window's ring and hash, in one script
+        await failures(here, 1)  # the count window's ring and hash, in one script
         assert here.state == "open"
         with pytest.raises(CircuitOpenError):
             await there.call(succeed)
@@ -382,7 +429,6 @@ async def calls_while_down(breaker: CircuitBreaker, count: int) -> list[tuple[st
         except StorageUnavailableError:
             outcome = "unavailable"
         ended.append((outcome, time.monotonic() - started))
-    await breaker._drain()  # type: ignore[attr-defined]
     return ended
 
 
@@ -413,12 +459,10 @@ async def test_redis_killed_mid_run(redis_server: RedisServer, prefix: str, mode
                 await breaker.call(succeed)
             except CircuitOpenError:
                 pass
-        await breaker._drain()  # type: ignore[attr-defined]
         assert store.available
         assert breaker.state == "closed"  # Redis's state: nothing failed there
     finally:
         subscription.close()
-        await breaker._drain()  # type: ignore[attr-defined]
         await store.aclose()
     names = [event.name for event in events]
     assert names.count("resilient.storage.down") == names.count("resilient.storage.up") == 1

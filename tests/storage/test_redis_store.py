@@ -7,6 +7,7 @@ import asyncio
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,14 +105,24 @@ def test_the_repr_shows_settings_not_the_url() -> None:
     assert repr(store) == "RedisStore(prefix='app', on_unavailable='local', timeout=0.25)"
 
 
-async def test_a_store_built_from_a_url_owns_and_closes_its_client(redis_url: str) -> None:
-    async with RedisStore(redis_url, timeout=0.5) as store:
+async def connections_named(client: redis.asyncio.Redis, name: str) -> int:
+    return sum(1 for c in await client.client_list() if c["name"] == name)
+
+
+async def test_a_store_built_from_a_url_owns_and_closes_its_client(
+    redis_url: str, client: redis.asyncio.Redis
+) -> None:
+    name = f"store-{uuid.uuid4().hex[:8]}"
+    async with RedisStore(f"{redis_url}?client_name={name}", timeout=0.5) as store:
         assert isinstance(store.client, redis.asyncio.Redis)
-        pool = store.client.connection_pool
         assert store.client.get_connection_kwargs()["socket_timeout"] == 0.5
-        assert await store.peek("k", emission_interval=T, burst=BURST) == BURST
-        assert any(c.is_connected for c in pool._available_connections)
-    assert not any(c.is_connected for c in pool._available_connections)
+        await asyncio.gather(
+            *(store.peek(f"k{i}", emission_interval=T, burst=BURST) for i in range(50))
+        )
+        # Every round trip of the store travels on one pipelined connection.
+        assert await connections_named(client, name) == 1
+    await asyncio.sleep(0.05)  # the server notices the close
+    assert await connections_named(client, name) == 0
 
 
 async def test_a_client_passed_in_stays_open(client: redis.asyncio.Redis) -> None:
@@ -318,6 +329,48 @@ async def test_a_nonce_gives_back_one_reservation_once(store: RedisStore) -> Non
 async def test_concurrent_decisions_on_one_key_never_overdraw(store: RedisStore) -> None:
     results = await asyncio.gather(*(take(store, "hot") for _ in range(64)))
     assert sum(results) == BURST
+
+
+# -- one pipelined connection ----------------------------------------------------------
+
+
+async def test_callers_cancelled_in_flight_leave_the_others_answers_in_order(
+    store: RedisStore,
+) -> None:
+    # 200 decisions on 200 keys share the store's one connection; half are cancelled
+    # while their replies are on the way. Every other caller gets its own key's answer.
+    async def decide(i: int) -> tuple[int, int]:
+        decision = await store.acquire(
+            f"k{i}", emission_interval=T, burst=BURST, cost=1 + i % 3, max_wait=0.0
+        )
+        return i, decision.remaining
+
+    tasks = [asyncio.ensure_future(decide(i)) for i in range(200)]
+    await asyncio.sleep(0)  # every command written, no reply read yet
+    for task in tasks[::2]:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(done):
+        if i % 2:
+            assert result == (i, BURST - (1 + i % 3))
+        else:
+            assert isinstance(result, asyncio.CancelledError)
+    # The connection carries on, and cancelled callers gave their permits back.
+    assert await store.peek("k0", emission_interval=T, burst=BURST) == BURST
+    assert await store.peek("k1", emission_interval=T, burst=BURST) == BURST - 2
+
+
+async def test_an_error_reply_fails_its_caller_only(
+    store: RedisStore, client: redis.asyncio.Redis
+) -> None:
+    await client.rpush(store._key("a list"), "x")  # a key of ours holding another type
+    results = await asyncio.gather(
+        *(take(store, "a list" if i == 5 else f"k{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[5], redis.ResponseError)
+    assert [r for i, r in enumerate(results) if i != 5] == [True] * 9
+    assert await take(store, "k0")
 
 
 def _lose_acquire_replies(store: RedisStore) -> tuple[Any, anyio.Event]:

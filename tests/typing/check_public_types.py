@@ -7,9 +7,12 @@ from typing import Any, assert_type
 
 from resilient import (
     AIMD,
+    AdaptiveThrottle,
     Bulkhead,
+    Chaos,
     CircuitBreaker,
     Fallback,
+    Hedge,
     LoadShedder,
     Pipeline,
     RateLimiter,
@@ -48,6 +51,9 @@ async def check_every_policy_keeps_the_decorated_type() -> None:
         Fallback({"id": 0}),
         LoadShedder(8),
         LoadShedder(AIMD()),
+        Hedge(0.05),
+        AdaptiveThrottle(),
+        Chaos(latency=0.1),
         Pipeline(RateLimiter(10), Timeout(2), Retry(), CircuitBreaker(), Bulkhead(4)),
     )
     for policy in policies:
@@ -65,12 +71,16 @@ async def check_single_shot_policies_enter_as_themselves() -> None:
     async with LoadShedder(5) as shedder:
         assert_type(shedder, LoadShedder)
         assert_type(shedder.limit, int)
+    async with AdaptiveThrottle() as throttle:
+        assert_type(throttle, AdaptiveThrottle)
 
 
 def check_statistics_and_state_are_typed() -> None:
     assert_type(Retry().statistics.retries, int)
     assert_type(CircuitBreaker().metrics().failure_ratio, float)
     assert_type(Bulkhead(1).in_flight, int)
+    assert_type(Hedge().current_delay, float | None)
+    assert_type(AdaptiveThrottle().reject_probability, float)
 
 
 async def check_wrong_arguments_are_type_errors() -> None:
@@ -79,3 +89,15 @@ async def check_wrong_arguments_are_type_errors() -> None:
     await Retry()(fetch)("not an int")  # type: ignore[arg-type]
     await Timeout(1).call(fetch, 1, stale=True)  # type: ignore[call-arg]
     await Pipeline(Retry(), Timeout(1))(fetch)()  # type: ignore[call-arg]
+
+
+async def check_the_httpx_transport_is_an_httpx_transport() -> None:
+    import httpx
+    from resilient.httpx import Host, ResilientTransport
+
+    transport = ResilientTransport(retry=Retry(attempts=2), breaker=None, bulkhead=Bulkhead(5))
+    client = httpx.AsyncClient(transport=transport)
+    host = transport.host("https://api.example.com")
+    assert_type(host, Host)
+    assert_type(host.breaker, CircuitBreaker | None)
+    await client.aclose()

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from resilient._admission import WAIT, AdmissionPolicy
+from resilient._admission import WAIT, AdmissionPolicy, AwaitedSettlement
+from resilient._backend import run_to_the_end
 from resilient._clock import Clock
 from resilient._on import On, exception_filter
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
     check_clock,
     check_name,
+    check_optional_callable,
     check_optional_positive,
     check_positive,
     check_positive_int,
@@ -117,12 +119,6 @@ class CircuitBreakerMetrics:
     slow_call_ratio: float
 
 
-def _optional_callable(field: str, value: Any) -> Any:
-    if value is not None and not callable(value):
-        raise ValueError(f"{field} must be a callable or None, got {short_repr(value)}")
-    return value
-
-
 class CircuitBreaker(AdmissionPolicy):
     """Stop calling a dependency that keeps failing, and probe it until it recovers.
 
@@ -179,8 +175,10 @@ class CircuitBreaker(AdmissionPolicy):
     between awaits, so they are exact under any number of concurrent calls.
 
     **Shared breakers.** With `store=RedisStore(...)`, every admission is one round trip
-    to the store and every outcome one more, sent as the call ends without delaying it:
-    a circuit opened by failures in one process rejects the next call in every other.
+    to the store and every outcome one more, sent before the call returns (shielded from
+    cancellation and bounded by the store's `timeout`, so an outcome is never lost and a
+    Timeout around the breaker takes effect once it has arrived): a circuit opened by
+    failures in one process rejects the next call in every other.
     When the store cannot be reached, its `on_unavailable` decides: `"allow"` and
     `"local"` let this process's own breaker decide (it counts the outcomes it sees
     while the store is away), `"deny"` raises `StorageUnavailableError`. `force_open()`,
@@ -208,6 +206,7 @@ class CircuitBreaker(AdmissionPolicy):
     __slots__ = (
         "_core",
         "_entries",
+        "_given",
         "_is_failure",
         "_now",
         "_on_result",
@@ -246,6 +245,7 @@ class CircuitBreaker(AdmissionPolicy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(CircuitBreaker.__init__, locals())
         self.name = check_name(name, "circuit_breaker")
         failure_ratio = check_ratio("failure_ratio", failure_ratio, allow_zero=False)
         minimum_calls = check_positive_int("minimum_calls", minimum_calls)
@@ -263,8 +263,8 @@ class CircuitBreaker(AdmissionPolicy):
         self._slow_after = check_optional_positive("slow_call_duration", slow_call_duration)
         slow_call_ratio = check_ratio("slow_call_ratio", slow_call_ratio, allow_zero=False)
         self._is_failure = exception_filter(on)
-        self._on_result = _optional_callable("on_result", on_result)
-        self._on_state_change = _optional_callable("on_state_change", on_state_change)
+        self._on_result = check_optional_callable("on_result", on_result)
+        self._on_state_change = check_optional_callable("on_state_change", on_state_change)
         if store is not None and not isinstance(store, BreakerStore):
             raise ValueError(
                 "store must be None or a store that can share breaker state (a "
@@ -481,7 +481,7 @@ def _epoch(ticket: Any) -> int:
     return ticket if isinstance(ticket, int) else int(ticket[0])
 
 
-class _SharedCircuitBreaker(CircuitBreaker):
+class _SharedCircuitBreaker(AwaitedSettlement, CircuitBreaker):
     """A `CircuitBreaker` whose state lives in a `BreakerStore`.
 
     Tickets are `(True, epoch, started)` for a call the store admitted, and
@@ -489,7 +489,7 @@ class _SharedCircuitBreaker(CircuitBreaker):
     hand, or the store away), which is then settled by the plain breaker's hooks.
     """
 
-    __slots__ = ("_counts", "_remote", "_settings", "_shared_state", "_store", "_tasks")
+    __slots__ = ("_counts", "_remote", "_settings", "_shared_state", "_store")
 
     def __init__(self, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
@@ -510,8 +510,6 @@ class _SharedCircuitBreaker(CircuitBreaker):
         self._shared_state: CircuitState = CLOSED
         self._remote = True
         self._counts = (0, 0, 0)
-        # Outcomes and releases on their way to the store (held so they are not collected).
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state.value!r}, shared)"
@@ -559,24 +557,24 @@ class _SharedCircuitBreaker(CircuitBreaker):
             )
         return (True, view.epoch, 0.0 if self._slow_after is None else self._now())
 
-    def _settle(self, ticket: Any, error: BaseException | None) -> None:
+    async def _settle_awaited(self, ticket: Any, error: BaseException | None) -> None:
         if not ticket[0]:
             super()._settle(ticket[1], error)
             return
         if error is None:
-            self._send(ticket, False)
+            await self._send(ticket, False)
             return
         if not isinstance(error, Exception):
-            self._release(ticket)
+            await self._release(ticket)
             return
         try:
             failed = self._is_failure(error)
         except BaseException:
-            self._release(ticket)
+            await self._release(ticket)
             raise
-        self._send(ticket, failed)
+        await self._send(ticket, failed)
 
-    def _settle_result(self, ticket: Any, result: object) -> bool:
+    async def _settle_result_awaited(self, ticket: Any, result: object) -> bool:
         if not ticket[0]:
             return super()._settle_result(ticket[1], result)
         failed = False
@@ -584,48 +582,41 @@ class _SharedCircuitBreaker(CircuitBreaker):
             try:
                 failed = bool(self._on_result(result))
             except BaseException:
-                self._release(ticket)
+                await self._release(ticket)
                 raise
-        self._send(ticket, failed)
+        await self._send(ticket, failed)
         return failed
 
     # -- talking to the store -----------------------------------------------------------
+    #
+    # An outcome is sent before the call returns (one round trip, bounded by the store's
+    # timeout), shielded from cancellation: a Timeout that expires meanwhile takes effect
+    # once it has arrived, so no outcome is lost and none is left in flight at shutdown.
 
-    def _send(self, ticket: tuple[bool, int, float], failed: bool) -> None:
+    async def _send(self, ticket: tuple[bool, int, float], failed: bool) -> None:
         _, epoch, started = ticket
         slow = self._slow_after is not None and self._now() - started >= self._slow_after
-        self._spawn(self._record(epoch, failed, slow))
+        await run_to_the_end(self._record(epoch, failed, slow))
 
-    def _release(self, ticket: tuple[bool, int, float]) -> None:
-        self._spawn(self._store.breaker_release(self.name, epoch=ticket[1]))
-
-    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(step))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, step: Coroutine[Any, Any, None]) -> None:
+    async def _record(self, epoch: int, failed: bool, slow: bool) -> None:
         try:
-            await step
+            view = await self._store.breaker_record(
+                self.name, self._settings, epoch=epoch, failed=failed, slow=slow
+            )
         except Exception:
+            # Not an outage (those come back as None) but a fault of the store itself: the
+            # call's own outcome stands, and the log says what went wrong.
             _logger.exception(
                 "circuit breaker %r could not send an outcome to its store", self.name
             )
-
-    async def _record(self, epoch: int, failed: bool, slow: bool) -> None:
-        view = await self._store.breaker_record(
-            self.name, self._settings, epoch=epoch, failed=failed, slow=slow
-        )
+            return
         if view is not None:
             if view.counts is not None:
                 self._counts = view.counts
             self._observe(view)
 
-    async def _drain(self) -> None:
-        """Wait until every outcome sent so far has reached the store (for tests and for
-        an orderly shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks)
+    async def _release(self, ticket: tuple[bool, int, float]) -> None:
+        await run_to_the_end(self._store.breaker_release(self.name, epoch=ticket[1]))
 
     def _observe(self, view: BreakerView) -> None:
         """The store's answer: report a change of the shared state as a transition."""

@@ -11,6 +11,7 @@ import anyio
 from resilient._admission import WAIT, AdmissionPolicy
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -126,6 +127,7 @@ class RateLimiter(AdmissionPolicy):
         "_default_key",
         "_emission_interval",
         "_entries",
+        "_given",
         "_nowait",
         "_prefix",
         "_refund_nowait",
@@ -155,6 +157,7 @@ class RateLimiter(AdmissionPolicy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(RateLimiter.__init__, locals())
         self.rate = check_positive("rate", rate)
         self.per = check_positive("per", per)
         self._emission_interval = self.per / self.rate
@@ -204,7 +207,9 @@ class RateLimiter(AdmissionPolicy):
                 store.refund_nowait
             )
         else:
-            self._nowait = None
+            # A shared store may still answer at once while its backend is down (NaN:
+            # "await me"); its refunds always await.
+            self._nowait = getattr(store, "_decide_nowait", None)
             self._refund_nowait = None
         self._entries: TaskLocalStack[tuple[Any, CallRecord | None]] = TaskLocalStack("RateLimiter")
         self._telemetry = PolicyTelemetry(
@@ -356,6 +361,8 @@ class RateLimiter(AdmissionPolicy):
                     self._count(record, ALLOWED)
                     record.end("success")
                 return
+            if needed != needed:  # NaN: the store must be awaited
+                needed = None
         if record is None:
             await self._admit_slow(QUIET, store_key, cost, needed)
             return
@@ -399,6 +406,8 @@ class RateLimiter(AdmissionPolicy):
         needed = nowait(self._default_key, self._emission_interval, self._capacity)
         if not needed:
             return None
+        if needed != needed:  # NaN: the store must be awaited
+            return WAIT
         if self._wait_limit() <= 0:
             raise self._rejection(needed, 1)
         return WAIT

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-from resilient._validate import check_non_negative
+from resilient._validate import check_non_negative, short_repr
 from resilient._window import RollingCounts, check_window
 
-__all__ = ("RetryBudget",)
+__all__ = ("OWN_BUDGET", "OwnBudget", "RetryBudget", "check_budget")
 
 _CALLS: Final = 0
 _RETRIES: Final = 1
@@ -44,6 +44,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "_counted_by_retry",
         "_counts",
         "_floor",
         "_inv_width",
@@ -62,6 +63,9 @@ class RetryBudget:
         # Calls, counted on every call's happy path, are the window's tallied field.
         self._counts = RollingCounts(self.window, 2, _BUCKETS, tallied=_CALLS)
         self._inv_width = _BUCKETS / self.window
+        # Set by a Retry that draws on this budget: it counts the calls, and a Hedge
+        # sharing the budget does not count them a second time.
+        self._counted_by_retry = False
 
     def __repr__(self) -> str:
         return (
@@ -123,3 +127,25 @@ class RetryBudget:
             >>> RetryBudget().reset()
         """
         self._counts.reset()
+
+
+class OwnBudget:
+    """The default of `budget=` (`Retry`, `Hedge`): a fresh `RetryBudget()` for each policy."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RetryBudget()"
+
+
+OWN_BUDGET: Final = OwnBudget()
+
+
+def check_budget(budget: Any) -> RetryBudget | None:
+    """The budget a policy pays from: a fresh one for `OWN_BUDGET`, `budget` itself, or
+    None (no budget)."""
+    if isinstance(budget, OwnBudget):
+        return RetryBudget()
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
+    return budget

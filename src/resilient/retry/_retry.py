@@ -21,12 +21,13 @@ from resilient._validate import (
     check_bool,
     check_clock,
     check_name,
+    check_optional_callable,
     check_optional_positive,
     check_positive_int,
     short_repr,
 )
 from resilient.retry._backoff import Backoff
-from resilient.retry._budget import RetryBudget
+from resilient.retry._budget import OWN_BUDGET, OwnBudget, RetryBudget, check_budget
 from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
 
@@ -57,16 +58,6 @@ BUDGET_EXHAUSTED: Final = EventSpec("resilient.retry.budget_exhausted")
 GAVE_UP: Final = EventSpec("resilient.retry.gave_up")
 
 
-class _OwnBudget:
-    """The default of `Retry(budget=...)`: a fresh `RetryBudget()` for each policy."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "RetryBudget()"
-
-
-_OWN_BUDGET: Final = _OwnBudget()
 _DEFAULT_BACKOFF: Final = Backoff()
 
 
@@ -195,7 +186,7 @@ class Retry(Policy):
         backoff: Backoff = _DEFAULT_BACKOFF,
         on: On = Exception,
         on_result: Callable[[Any], bool] | None = None,
-        budget: RetryBudget | _OwnBudget | None = _OWN_BUDGET,
+        budget: RetryBudget | OwnBudget | None = OWN_BUDGET,
         max_duration: float | None = None,
         name: str | None = None,
         clock: Clock | None = None,
@@ -207,17 +198,12 @@ class Retry(Policy):
         self.backoff = backoff
         self._should_retry = exception_filter(on, retry_rejected=False)
         self.on = on
-        if on_result is not None and not callable(on_result):
-            raise ValueError(
-                "on_result must be a callable (result) -> bool or None, "
-                f"got {short_repr(on_result)}"
-            )
-        self.on_result = on_result
-        if isinstance(budget, _OwnBudget):
-            budget = RetryBudget()
-        elif budget is not None and not isinstance(budget, RetryBudget):
-            raise ValueError(f"budget must be a RetryBudget or None, got {short_repr(budget)}")
-        self._budget: RetryBudget | None = budget
+        self.on_result = check_optional_callable(
+            "on_result", on_result, "a callable (result) -> bool"
+        )
+        self._budget = budget = check_budget(budget)
+        if budget is not None:
+            budget._counted_by_retry = True  # a Hedge sharing it leaves the counting to us
         # The budget's call counter, bound once: it runs on every call's happy path.
         self._count_call = None if budget is None else budget.call_counter()
         self.max_duration = check_optional_positive("max_duration", max_duration)
@@ -420,8 +406,14 @@ class Retry(Policy):
 
     # -- the decision, shared by both drivers --------------------------------------------
 
-    def _plan(self, call: _Call, error: Exception | None) -> float | None:
+    def _plan(
+        self, call: _Call, error: Exception | None, min_delay: float | None = None
+    ) -> float | None:
         """Decide whether attempt `call.attempt + 1` happens: its delay, or None to stop.
+
+        `min_delay` is a floor on the delay that the callee itself asked for (an HTTP
+        `Retry-After`): the retry never starts earlier, and when the floor does not fit
+        before `max_duration` or the deadline, retrying stops at once.
 
         On None the call is finished (statistics, telemetry) and `error`, when there is
         one, carries a note saying why retrying stopped.
@@ -443,6 +435,8 @@ class Retry(Policy):
             )
             return None
         delay = self.backoff.delay(done, call.previous_delay)
+        if min_delay is not None and min_delay > delay:
+            delay = min_delay
         why = ""
         max_duration = self.max_duration
         if max_duration is not None and now - call.started + delay >= max_duration:

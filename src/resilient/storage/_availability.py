@@ -27,6 +27,7 @@ __all__ = (
     "ATTR_MODE",
     "ATTR_OPERATION",
     "ATTR_ROUND_TRIP",
+    "ATTR_SERVER",
     "DOWN",
     "FALLBACK",
     "MODES",
@@ -52,6 +53,7 @@ ATTR_OPERATION: Final = "resilient.storage.operation"
 ATTR_ROUND_TRIP: Final = "resilient.storage.duration"
 ATTR_DOWN_DURATION: Final = "resilient.storage.down_duration"
 ATTR_ERROR_TYPE: Final = "error.type"
+ATTR_SERVER: Final = "server.address"
 
 # -- what a shared store reports (telemetry as data; see resilient.telemetry) ---------------
 
@@ -100,6 +102,7 @@ class Availability:
         "_cool_down",
         "_down_since",
         "_now",
+        "_server",
         "failures",
         "probing",
         "retry_at",
@@ -107,10 +110,17 @@ class Availability:
     )
 
     def __init__(
-        self, telemetry: PolicyTelemetry, *, now: Callable[[], float] = time.monotonic
+        self,
+        telemetry: PolicyTelemetry,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        server: str | None = None,
     ) -> None:
         self.telemetry = telemetry
         self._now = now
+        #: The server watched, when a store has several (a cluster's masters): reported
+        #: as `server.address` on the down and up events.
+        self._server = {} if server is None else {ATTR_SERVER: server}
         #: Failed round trips in a row while up.
         self.failures = 0
         #: None while up; when down, the moment from which one caller may probe.
@@ -123,6 +133,10 @@ class Availability:
     def __repr__(self) -> str:
         state = "up" if self.retry_at is None else "down"
         return f"<Availability {state}, failures={self.failures}>"
+
+    def probe_due(self) -> bool:
+        """While down: whether a caller would be the probe now (nothing taken)."""
+        return not self.probing and self._now() >= (self.retry_at or 0.0)
 
     def may_probe(self) -> bool:
         """While down: whether this caller should try the backend (then it is the probe)."""
@@ -139,7 +153,7 @@ class Availability:
             self.retry_at = None
             self._cool_down = COOL_DOWN
             down_for = self._now() - self._down_since
-            self.telemetry.emit(UP, {ATTR_DOWN_DURATION: down_for})
+            self.telemetry.emit(UP, {ATTR_DOWN_DURATION: down_for, **self._server})
 
     def failed(self, error: BaseException, *, probe: bool) -> None:
         """A round trip failed with `error` (`probe`: it was this caller's probe)."""
@@ -149,7 +163,9 @@ class Availability:
             if self.failures >= FAILURES_TO_OPEN:
                 self.retry_at = now + self._cool_down
                 self._down_since = now
-                self.telemetry.emit(DOWN, {ATTR_ERROR_TYPE: type(error).__qualname__})
+                self.telemetry.emit(
+                    DOWN, {ATTR_ERROR_TYPE: type(error).__qualname__, **self._server}
+                )
         elif probe:
             self.probing = False
             self._cool_down = min(self._cool_down * 2, MAX_COOL_DOWN)

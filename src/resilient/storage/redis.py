@@ -14,9 +14,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
-
-from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for
+from resilient._backend import DeadlineQueue, asyncio_loop, deadline_queue_for, run_to_the_end
 from resilient._gcra import Decision
 from resilient._validate import check_positive, short_repr
 from resilient.exceptions import StorageUnavailableError
@@ -31,6 +29,7 @@ from resilient.storage._availability import (
     Mode,
 )
 from resilient.storage._base import BreakerSettings, BreakerView
+from resilient.storage._multiplex import Multiplexer
 from resilient.storage.memory import MemoryStore
 from resilient.telemetry._core import PolicyTelemetry
 
@@ -125,7 +124,7 @@ def _check_mode(mode: Any) -> Mode:
 _new: Final = tuple.__new__
 
 #: A round trip under way: its deadline queue and entry, and its start (0.0: not timed).
-_Trip = tuple[DeadlineQueue, list[Any], float]
+_Trip = tuple[DeadlineQueue, list[Any], float, Availability]
 
 
 class _Unavailable(Exception):
@@ -168,7 +167,11 @@ class RedisStore:
     After three failed round trips in a row the store counts Redis as down: decisions go
     straight to `on_unavailable` without waiting, and every few seconds (0.5 s, doubling
     up to 4 s) one decision probes Redis again; the first that succeeds brings the store
-    back. `available` says which it is.
+    back. `available` says which it is. On a cluster, each master has its own count: a
+    failed master sends only its own keys' decisions to `on_unavailable`.
+
+    On a single Redis, the store's round trips share one pipelined connection of its own
+    (opened with the client's settings); a cluster client is used through its own pools.
 
     A decision whose caller is cancelled while its round trip is in flight gives its
     permits back, unless another request took permits on the key after it (the same rule
@@ -203,9 +206,11 @@ class RedisStore:
         "_execute",
         "_fallback_attrs",
         "_guard",
+        "_guards",
         "_head",
         "_keys",
         "_local",
+        "_multiplexer",
         "_nonce_head",
         "_nonces",
         "_noscript",
@@ -213,6 +218,7 @@ class RedisStore:
         "_owned",
         "_queue",
         "_scripts",
+        "_slots",
         "_telemetry",
         "_unavailable_errors",
         "on_unavailable",
@@ -248,8 +254,13 @@ class RedisStore:
                 "client_or_url must be a Redis URL or a redis.asyncio.Redis or "
                 f"redis.asyncio.RedisCluster client{hint}, got {short_repr(client_or_url)}"
             )
-        # Bound once: redis-py's execute_command is untyped, and a decision is one call.
-        self._execute: Callable[..., Awaitable[Any]] = self._client.execute_command
+        # Bound once: a decision is one call. On a plain Redis, every round trip shares one
+        # pipelined connection (see _multiplex); a cluster routes each key to its node.
+        connect = Multiplexer.supports(self._client)
+        self._multiplexer = None if connect is None else Multiplexer(connect)
+        self._execute: Callable[..., Awaitable[Any]] = (
+            self._client.execute_command if self._multiplexer is None else self._multiplexer.execute
+        )
         errors = redis.exceptions
         # What "Redis cannot be reached" looks like; any other error is a bug or a
         # misconfiguration (a key of ours holding another type), raised as it is.
@@ -271,6 +282,11 @@ class RedisStore:
         self._breaker_args: dict[BreakerSettings, str] = {}
         self._telemetry = PolicyTelemetry("storage", self.prefix)
         self._guard = Availability(self._telemetry)
+        # A cluster: one guard per master (by node name), so that a failed shard sends only
+        # its own keys' decisions to `on_unavailable`; `_guard` stands for a node not known
+        # yet. Each key's slot is cached with its hashed key.
+        self._guards: dict[str, Availability] | None = {} if self._is_cluster() else None
+        self._slots: dict[str, int] = {}
         self._fallback_attrs = {ATTR_MODE: self.on_unavailable}
         self._local = MemoryStore() if self.on_unavailable == "local" else None
         # "allow" decisions, made once per (burst, cost): every call while Redis is down.
@@ -327,12 +343,17 @@ class RedisStore:
     @property
     def available(self) -> bool:
         """`False` while the store counts Redis as down (decisions go to `on_unavailable`
-        without a round trip); `True` otherwise."""
-        return self._guard.retry_at is None
+        without a round trip), or on a cluster any of its masters; `True` otherwise."""
+        if self._guard.retry_at is not None:
+            return False
+        guards = self._guards
+        return guards is None or all(guard.retry_at is None for guard in guards.values())
 
     async def aclose(self) -> None:
         """Close the client, if the store built it from a URL (a client you passed in
-        stays yours to close)."""
+        stays yours to close), and the store's own connection."""
+        if self._multiplexer is not None:
+            await self._multiplexer.aclose()
         if self._owned:
             await self._client.aclose()
 
@@ -360,6 +381,32 @@ class RedisStore:
                 self._keys[key] = hashed
         return hashed
 
+    def _is_cluster(self) -> bool:
+        import redis.asyncio
+
+        return isinstance(self._client, redis.asyncio.RedisCluster)
+
+    def _guard_of(self, store_key: str) -> Availability:
+        """The availability guard of the server that holds `store_key`: the store's one
+        guard on a single Redis, the guard of the key's master on a cluster."""
+        guards = self._guards
+        if guards is None:
+            return self._guard
+        cluster: Any = self._client
+        slot = self._slots.get(store_key)
+        if slot is None:
+            if len(self._slots) >= _MAX_CACHED:
+                self._slots.clear()
+            slot = self._slots[store_key] = cluster.keyslot(store_key)
+        try:
+            node = cluster.nodes_manager.get_node_from_slot(slot).name
+        except Exception:  # no topology yet (before the first call), or the slot is lost
+            return self._guard
+        guard = guards.get(node)
+        if guard is None:
+            guard = guards[node] = Availability(self._telemetry, server=node)
+        return guard
+
     def _arg_head(self, emission_interval: float, burst: int, cost: int, max_wait: float) -> str:
         """The acquire script's arguments before the nonce's counter, for these settings."""
         setting = (emission_interval, burst, cost, max_wait)
@@ -377,9 +424,9 @@ class RedisStore:
         now = self._now
         return "" if now is None else f" {now()!r}"
 
-    def _depart(self) -> _Trip:
-        """Start a round trip: its deadline, `timeout` from now, and its start time when
-        telemetry records it."""
+    def _depart(self, guard: Availability) -> _Trip:
+        """Start a round trip to the server `guard` watches: its deadline, `timeout` from
+        now, and its start time when telemetry records it."""
         loop = asyncio_loop()
         if loop is None:
             raise RuntimeError(
@@ -390,13 +437,12 @@ class RedisStore:
         if queue is None or queue.loop_ref() is not loop:
             queue = self._queue = deadline_queue_for(loop, self.timeout)
         started = 0.0 if self._telemetry.quiet() else perf_counter()
-        return queue, queue.push(loop), started
+        return queue, queue.push(loop), started, guard
 
     def _arrived(self, trip: _Trip, operation: str) -> None:
         """A round trip got its answer."""
-        queue, entry, started = trip
+        queue, entry, started, guard = trip
         queue.leave(entry, None)
-        guard = self._guard
         if guard.failures or guard.probing or guard.retry_at is not None:
             guard.succeeded()
         if started:
@@ -418,7 +464,7 @@ class RedisStore:
         were flushed), send the script itself with EVAL, which also caches it again, and
         return its answer. Otherwise raise `_Unavailable` when Redis cannot be reached, or
         `error` itself (a cancellation, a bug)."""
-        queue, entry, _ = trip
+        queue, entry, _, guard = trip
         if isinstance(error, self._noscript):
             try:
                 text = self._scripts[operation].text
@@ -430,12 +476,14 @@ class RedisStore:
         if queue.leave(entry, error):
             cause: BaseException = TimeoutError(f"Redis did not answer within {self.timeout:g}s")
             cause.__cause__ = error
+            if self._multiplexer is not None:
+                self._multiplexer.reset()
         elif isinstance(error, self._unavailable_errors):
             cause = error
         else:
-            self._guard.abandoned(probe=probe)
+            guard.abandoned(probe=probe)
             raise error
-        self._guard.failed(cause, probe=probe)
+        guard.failed(cause, probe=probe)
         raise _Unavailable(cause) from None
 
     async def _call(
@@ -443,7 +491,7 @@ class RedisStore:
     ) -> Any:
         """Run one script on `key` (and a breaker's `ring`) with its arguments (one string of
         fields), bounded by `timeout`; raise `_Unavailable` when Redis cannot be reached."""
-        trip = self._depart()
+        trip = self._depart(self._guard_of(key))
         sha = self._scripts[operation].sha
         try:
             if ring is None:
@@ -455,9 +503,10 @@ class RedisStore:
         self._arrived(trip, operation)
         return reply
 
-    def _try_redis(self) -> tuple[bool, bool]:
-        """(whether to make the round trip, whether it is the probe of a down Redis)."""
-        guard = self._guard
+    def _try_redis(self, store_key: str) -> tuple[bool, bool]:
+        """(whether to make the round trip for `store_key`, whether it is the probe of a
+        down server)."""
+        guard = self._guard_of(store_key)
         if guard.retry_at is None:
             return True, False
         probe = guard.may_probe()
@@ -484,9 +533,11 @@ class RedisStore:
     ) -> Decision:
         """Admit, delay or reject a request for `cost` permits (see `Store.acquire`), in
         one round trip; when Redis cannot be reached, as `on_unavailable` says."""
+        store_key = self._key(key)
+        guard = self._guard if self._guards is None else self._guard_of(store_key)
         probe = False
-        if self._guard.retry_at is not None:
-            probe = self._guard.may_probe()
+        if guard.retry_at is not None:
+            probe = guard.may_probe()
             if not probe:
                 # Down: decide here, without a round trip (and, for "allow" and "deny",
                 # without another coroutine: this is every call while Redis is down).
@@ -496,13 +547,12 @@ class RedisStore:
                         key, emission_interval, burst, cost, max_wait
                     )
                 return decision
-        store_key = self._key(key)
         count = next(self._nonces)
         args = f"{self._arg_head(emission_interval, burst, cost, max_wait)}{count:x}"
         if self._now is not None:
             args += self._fixed_now()
         # `_call`, written out: one coroutine frame fewer on every decision.
-        trip = self._depart()
+        trip = self._depart(guard)
         try:
             try:
                 reply = await self._execute("EVALSHA", self._acquire_sha, 1, store_key, args)
@@ -516,7 +566,9 @@ class RedisStore:
         except BaseException:
             # Cancelled in flight: the script may have run and taken permits nobody will
             # use. Give them back unless someone took permits after us.
-            await self._undo(store_key, f"{self._nonce_head}{count:x}", emission_interval, cost)
+            nonce = f"{self._nonce_head}{count:x}"
+            args = f"n {nonce} {emission_interval!r} {cost}{self._fixed_now()}"
+            await self._undo("refund", store_key, args)
             raise
         self._arrived(trip, "acquire")
         allowed, seconds, left, tat = reply.split()
@@ -525,16 +577,37 @@ class RedisStore:
             return _new(Decision, (True, float(seconds), 0.0, int(left), float(tat)))
         return _new(Decision, (False, 0.0, float(seconds), int(left), float(tat)))
 
-    async def _undo(self, store_key: str, nonce: str, emission_interval: float, cost: int) -> None:
-        if self._guard.retry_at is not None:
+    async def _undo(self, operation: str, key: str, args: str, ring: str | None = None) -> None:
+        """Give back what a cancelled round trip may have taken (a refund of permits, a
+        probe slot): runs to its end through the cancellation being delivered, bounded by
+        `timeout`; nothing while Redis is down or when it fails (unrefunded permits expire,
+        a slot is freed by the breaker's next state change)."""
+        if self._guard_of(key).retry_at is not None:
             return
-        args = f"n {nonce} {emission_interval!r} {cost}{self._fixed_now()}"
-        # Shielded from the cancellation being delivered; `_call` bounds it by `timeout`.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._call("refund", store_key, args, False)
-            except Exception:
-                pass  # unrefunded permits just expire; the cancellation must propagate
+        await run_to_the_end(self._undo_step(operation, key, args, ring))
+
+    async def _undo_step(self, operation: str, key: str, args: str, ring: str | None) -> None:
+        try:
+            await self._call(operation, key, args, False, ring)
+        except Exception:
+            pass
+
+    def _decide_nowait(self, key: str, increment: float, capacity: float) -> float:
+        """`RateLimiter`'s synchronous question, "take `increment` seconds of permits from
+        a bucket of `capacity` seconds now?", answered without awaiting while Redis is
+        down: `0.0` (taken, or allowed), the seconds until they would be (with `"local"`),
+        or NaN: ask `acquire` (Redis is up, a probe is due, or the mode is `"deny"`, whose
+        error belongs in the call's own record)."""
+        guard = self._guard if self._guards is None else self._guard_of(self._key(key))
+        if guard.retry_at is None or self.on_unavailable == "deny" or guard.probe_due():
+            return math.nan
+        telemetry = self._telemetry
+        if not telemetry.quiet():
+            telemetry.emit(FALLBACK, self._fallback_attrs)
+        local = self._local
+        if local is None:
+            return 0.0
+        return local.acquire_nowait(key, increment, capacity)
 
     def _fallback(self, burst: int, cost: int, cause: BaseException | None) -> Decision | None:
         """The `on_unavailable` decision for a request Redis could not take: allowed (as if
@@ -574,12 +647,13 @@ class RedisStore:
             return True
         if math.isnan(tat):
             return False
-        go, probe = self._try_redis()
+        store_key = self._key(key)
+        go, probe = self._try_redis(store_key)
         if not go:
             return False
         args = f"t {tat!r} {emission_interval!r} {cost}{self._fixed_now()}"
         try:
-            refunded = await self._call("refund", self._key(key), args, probe)
+            refunded = await self._call("refund", store_key, args, probe)
         except _Unavailable:
             return False
         return bool(refunded)
@@ -588,12 +662,13 @@ class RedisStore:
         """Whole permits available on `key` now (see `Store.peek`). While Redis cannot be
         reached: `burst` with `"allow"`, `StorageUnavailableError` with `"deny"`, the
         local fallback's count with `"local"`."""
-        go, probe = self._try_redis()
+        store_key = self._key(key)
+        go, probe = self._try_redis(store_key)
         cause: BaseException | None = None
         if go:
             args = f"{emission_interval!r} {burst}{self._fixed_now()}"
             try:
-                left: int = await self._call("peek", self._key(key), args, probe)
+                left: int = await self._call("peek", store_key, args, probe)
             except _Unavailable as unavailable:
                 cause = unavailable.cause
             else:
@@ -637,10 +712,10 @@ class RedisStore:
         `BreakerStore.breaker_admit`), in one round trip. When Redis cannot be reached:
         None with `"allow"` and `"local"` (the breaker decides in this process),
         `StorageUnavailableError` with `"deny"`."""
-        go, probe = self._try_redis()
+        key, ring = self._breaker_keys(name)
+        go, probe = self._try_redis(key)
         cause: BaseException | None = None
         if go:
-            key, ring = self._breaker_keys(name)
             nonce = next(self._nonces)
             args = f"{self._settings(settings)} {nonce}{self._fixed_now()}"
             try:
@@ -650,7 +725,7 @@ class RedisStore:
             except BaseException:
                 # Cancelled in flight: the script may have taken a probe slot for a call
                 # that will never run. Give it back if it is still ours.
-                await self._breaker_undo(key, ring, f"n {nonce}")
+                await self._undo("breaker_release", key, f"n {nonce}", ring)
                 raise
             else:
                 admitted, state, epoch, retry_after = _text(reply).split()
@@ -667,10 +742,10 @@ class RedisStore:
         """Count an outcome in the shared breaker `name` and apply its transitions (see
         `BreakerStore.breaker_record`), in one round trip; None when Redis cannot be reached
         (the outcome is not counted on Redis), whatever `on_unavailable` says."""
-        go, probe = self._try_redis()
+        key, ring = self._breaker_keys(name)
+        go, probe = self._try_redis(key)
         cause: BaseException | None = None
         if go:
-            key, ring = self._breaker_keys(name)
             args = (
                 f"{self._settings(settings)} {epoch} {int(failed)} {int(slow)}{self._fixed_now()}"
             )
@@ -689,17 +764,7 @@ class RedisStore:
         """Free the probe slot of a call admitted in `epoch` that ended without an outcome
         (see `BreakerStore.breaker_release`); nothing when Redis cannot be reached."""
         key, ring = self._breaker_keys(name)
-        await self._breaker_undo(key, ring, f"e {epoch}")
-
-    async def _breaker_undo(self, key: str, ring: str, args: str) -> None:
-        if self._guard.retry_at is not None:
-            return
-        # Shielded from a cancellation being delivered; `_call` bounds it by `timeout`.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._call("breaker_release", key, args, False, ring)
-            except Exception:
-                pass  # a slot not given back is freed by the breaker's next state change
+        await self._undo("breaker_release", key, f"e {epoch}", ring)
 
 
 def _text(reply: bytes | str) -> str:
