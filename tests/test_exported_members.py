@@ -32,9 +32,11 @@ def test_public_classes_report_the_public_module(name: str) -> None:
 @pytest.mark.parametrize(
     "module",
     [
+        "resilient.asgi",
         "resilient.hedge",
         "resilient.httpx",
         "resilient.interop.limits",
+        "resilient.load_shedding",
         "resilient.storage",
         "resilient.telemetry",
         "resilient.testing",
