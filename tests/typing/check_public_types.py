@@ -93,6 +93,7 @@ async def check_wrong_arguments_are_type_errors() -> None:
 
 async def check_the_httpx_transport_is_an_httpx_transport() -> None:
     import httpx
+
     from resilient.httpx import Host, ResilientTransport
 
     transport = ResilientTransport(retry=Retry(attempts=2), breaker=None, bulkhead=Bulkhead(5))
