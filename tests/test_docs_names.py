@@ -36,9 +36,7 @@ SRC = ROOT / "src" / "resilient"
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
     "resilient.httpx",
-    "resilient.asgi",
     "resilient.load_shedding",
-    "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
@@ -48,8 +46,6 @@ COMING_NAMES = (
     "LoadShedder",
     "LoadSheddingMiddleware",
     "RateLimitMiddleware",
-    "HealthApp",
-    "Watchdog",
     "LoadShedError",
 )
 

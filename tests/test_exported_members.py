@@ -32,6 +32,8 @@ def test_public_classes_report_the_public_module(name: str) -> None:
 @pytest.mark.parametrize(
     "module",
     [
+        "resilient.asgi",
+        "resilient.health",
         "resilient.hedge",
         "resilient.interop.limits",
         "resilient.storage",
