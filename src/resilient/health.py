@@ -34,6 +34,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -170,12 +171,15 @@ def _rusage_reader() -> Callable[[], int | None] | None:
     return read
 
 
+@functools.cache
 def _memory_reader() -> Callable[[], int | None]:
     return _statm_reader() or _rusage_reader() or (lambda: None)
 
 
-#: The process's resident memory in bytes, or None where it cannot be read (see Watchdog).
-read_memory: Final = _memory_reader()
+def read_memory() -> int | None:
+    """The process's resident memory in bytes, or None where it cannot be read (see
+    Watchdog); the way to read it is found on first use."""
+    return _memory_reader()()
 
 
 # -- the watchdog ----------------------------------------------------------------------------

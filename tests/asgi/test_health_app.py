@@ -279,3 +279,17 @@ async def test_mounted_in_fastapi() -> None:
 def test_arguments_are_validated(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         HealthApp(**kwargs)
+
+
+async def test_as_the_top_level_app_it_runs_its_watchdog_from_startup_to_shutdown() -> None:
+    watchdog = Watchdog(interval=0.01)
+    with running(HealthApp(watchdog=watchdog, details=True), lifespan="on") as url:
+        assert watchdog.status().running
+        async with httpx.AsyncClient(base_url=url) as client:
+            status, body = await get(client, "/readyz")
+    assert not watchdog.status().running
+    assert status == 200
+    (lag,) = body["checks"]["eventLoop:lag"]
+    assert lag["observedUnit"] == "s"
+    assert lag["observedValue"] >= 0
+    assert body["checks"]["memory:residentSize"][0]["observedValue"] > 0

@@ -60,10 +60,11 @@ class HealthApp:
     other method is 405, any other path 404.
 
     Mount it anywhere: the paths are read below the mount point (`root_path`), so
-    `app.mount("/health", HealthApp())` serves `/health/livez` and `/health/readyz`. As the
-    top-level application it completes the lifespan protocol (startup and shutdown); a
-    watchdog is started by the application that owns it, with `async with watchdog:` in
-    its lifespan. A WebSocket connection is refused.
+    `app.mount("/health", HealthApp())` serves `/health/livez` and `/health/readyz`. Mounted,
+    it receives no lifespan events: start its watchdog in the parent application's
+    lifespan, with `async with watchdog:`. As the top-level application (served on a port
+    of its own, say) it completes the lifespan protocol and runs its watchdog from startup
+    to shutdown, unless the watchdog is already running. A WebSocket connection is refused.
 
     Args:
         checks: readiness checks by name, each `async () -> bool | str | None` (`True` or
@@ -128,7 +129,7 @@ class HealthApp:
         if kind == "http":
             await self._http(scope, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
 
@@ -161,6 +162,21 @@ class HealthApp:
         )
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
+    async def _lifespan(self, receive: _Receive, send: _Send) -> None:
+        """Complete startup and shutdown; in between, run the watchdog unless something
+        else (the application that mounts this one) already runs it."""
+        while (await receive())["type"] != "lifespan.startup":
+            pass
+        watchdog = self.health.watchdog
+        if watchdog is not None and not watchdog.status().running:
+            async with watchdog:
+                await send({"type": "lifespan.startup.complete"})
+                await _until_shutdown(receive)
+        else:
+            await send({"type": "lifespan.startup.complete"})
+            await _until_shutdown(receive)
+        await send({"type": "lifespan.shutdown.complete"})
+
 
 async def _plain(
     send: _Send, status: int, text: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
@@ -179,12 +195,6 @@ async def _plain(
     await send({"type": "http.response.body", "body": text})
 
 
-async def _lifespan(receive: _Receive, send: _Send) -> None:
-    """Complete startup and shutdown: there is nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+async def _until_shutdown(receive: _Receive) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        pass
