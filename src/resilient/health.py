@@ -451,8 +451,8 @@ class ComponentHealth:
 
     Attributes:
         status: `"pass"`, `"warn"` or `"fail"`.
-        component_type: `"component"` (a check), `"circuitBreaker"`, `"datastore"` (a
-            store) or `"system"` (the watchdog's measurements).
+        component_type: one of the draft's predefined types: `"component"` (a check or a
+            breaker), `"datastore"` (a store) or `"system"` (the watchdog's measurements).
         observed_value: what was measured, if anything (a breaker's state, a lag).
         observed_unit: the unit of `observed_value` (`"s"`, `"bytes"`), if any.
         output: why it does not pass (a check's message or error), if anything.
@@ -692,7 +692,7 @@ class HealthChecks:
         for breaker in self.breakers:
             state = breaker.state
             entry = ComponentHealth(
-                _BREAKER_STATUS.get(state, "pass"), "circuitBreaker", str(state.value)
+                _BREAKER_STATUS.get(state, "pass"), "component", str(state.value)
             )
             key = f"{breaker.name}:circuitBreaker"
             checks[key] = (*checks.get(key, ()), entry)

@@ -155,7 +155,7 @@ async def test_an_open_breaker_is_warn_with_200() -> None:
             "payments:circuitBreaker": [
                 {
                     "status": "warn",
-                    "componentType": "circuitBreaker",
+                    "componentType": "component",
                     "observedValue": "forced_open",
                 }
             ]

@@ -214,7 +214,7 @@ async def test_an_open_breaker_warns(setup: str, status: str) -> None:
     report = await HealthChecks(breakers=[breaker]).run()
     assert report.status == status
     assert report.checks["payments:circuitBreaker"] == (
-        ComponentHealth(status, "circuitBreaker", setup),  # type: ignore[arg-type]
+        ComponentHealth(status, "component", setup),  # type: ignore[arg-type]
     )
 
 
