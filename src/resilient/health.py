@@ -185,12 +185,12 @@ def read_memory() -> int | None:
 # -- the watchdog ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class WatchdogStatus:
-    """What a `Watchdog` measured, and what it makes of it.
+class WatchdogStatus(str):
+    """What a `Watchdog` measured, and what it makes of it: the status itself, a string
+    (`"pass"`, `"warn"` or `"fail"`, compared as one), carrying the measurements.
 
     Attributes:
-        status: `"pass"`, `"warn"` or `"fail"` (see `Watchdog`).
+        status: `"pass"`, `"warn"` or `"fail"` (see `Watchdog`), as a plain `str`.
         loop_lag: how late the event loop last woke the watchdog, in seconds (or, while it
             is overdue right now, how late it is so far); None before the first measurement.
         memory: the process's resident memory in bytes as last measured; None before the
@@ -198,14 +198,41 @@ class WatchdogStatus:
         running: whether the watchdog is measuring (inside `async with watchdog:`).
 
     Examples:
-        >>> WatchdogStatus("pass", loop_lag=0.002, memory=52_428_800, running=True).status
-        'pass'
+        >>> seen = WatchdogStatus("warn", loop_lag=0.3, memory=52_428_800, running=True)
+        >>> seen == "warn", seen.loop_lag
+        (True, 0.3)
     """
 
-    status: Status
     loop_lag: float | None
     memory: int | None
     running: bool
+
+    def __new__(
+        cls,
+        status: Status,
+        loop_lag: float | None = None,
+        memory: int | None = None,
+        running: bool = False,
+    ) -> WatchdogStatus:
+        if status not in _RANK:
+            raise ValueError(f"status must be 'pass', 'warn' or 'fail', got {short_repr(status)}")
+        self = super().__new__(cls, status)
+        self.loop_lag = loop_lag
+        self.memory = memory
+        self.running = running
+        return self
+
+    @property
+    def status(self) -> Status:
+        """The status as a plain string."""
+        found: Status = str.__str__(self)  # type: ignore[assignment]  # checked in __new__
+        return found
+
+    def __repr__(self) -> str:
+        return (
+            f"WatchdogStatus({self.status!r}, loop_lag={self.loop_lag!r}, "
+            f"memory={self.memory!r}, running={self.running!r})"
+        )
 
 
 def _grade(
@@ -243,7 +270,8 @@ class Watchdog:
     sleeps `interval` seconds, again and again, and measures how much later than asked it
     woke up: that overshoot is the *loop lag*, the time every other task also waited
     because something held the loop. Each time it also reads the process's resident memory.
-    `status()` grades the latest measurements:
+    `status()` grades the latest measurements, as a `WatchdogStatus`: the string `"pass"`,
+    `"warn"` or `"fail"`, carrying `loop_lag`, `memory` and `running`:
 
     | measured | `"warn"` | `"fail"` |
     |---|---|---|

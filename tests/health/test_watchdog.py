@@ -96,10 +96,10 @@ async def test_memory_is_the_resident_size() -> None:
 
 async def test_a_watchdog_not_running_passes_with_nothing_measured() -> None:
     watchdog = Watchdog()
-    assert watchdog.status() == WatchdogStatus("pass", None, None, running=False)
+    assert repr(watchdog.status()) == repr(WatchdogStatus("pass", None, None, running=False))
     async with watchdog:
         assert watchdog.status().running
-    assert watchdog.status() == WatchdogStatus("pass", None, None, running=False)
+    assert repr(watchdog.status()) == repr(WatchdogStatus("pass", None, None, running=False))
 
 
 async def test_a_watchdog_runs_again_after_it_stopped_but_not_twice_at_once() -> None:
@@ -180,3 +180,20 @@ def test_arguments_are_validated(kwargs: dict[str, object], field: str) -> None:
 def test_defaults_are_the_documented_ones() -> None:
     watchdog = Watchdog()
     assert (watchdog.max_loop_lag, watchdog.max_memory, watchdog.interval) == (0.5, None, 0.5)
+
+
+async def test_the_status_is_the_string_it_grades_to() -> None:
+    watchdog = Watchdog(max_loop_lag=0.1, interval=0.01)
+    async with watchdog:
+        block_the_loop(0.3)
+        seen = watchdog.status()
+        assert seen == "fail"
+        assert seen.status == "fail"
+        assert type(seen.status) is str
+        assert seen in {"fail"}
+        assert f"{seen}" == "fail"
+
+
+def test_a_status_is_one_of_the_three() -> None:
+    with pytest.raises(ValueError, match="status"):
+        WatchdogStatus("ok")  # type: ignore[arg-type]
