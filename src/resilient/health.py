@@ -373,7 +373,7 @@ class Watchdog:
 
         Examples:
             >>> Watchdog().status()
-            WatchdogStatus(status='pass', loop_lag=None, memory=None, running=False)
+            WatchdogStatus('pass', loop_lag=None, memory=None, running=False)
         """
         if self._group is None:
             return WatchdogStatus("pass", None, None, running=False)
