@@ -293,3 +293,11 @@ async def test_as_the_top_level_app_it_runs_its_watchdog_from_startup_to_shutdow
     assert lag["observedUnit"] == "s"
     assert lag["observedValue"] >= 0
     assert body["checks"]["memory:residentSize"][0]["observedValue"] > 0
+
+
+async def test_behind_a_proxy_that_strips_a_prefix_it_serves_below_root_path() -> None:
+    # uvicorn --root-path /api: the proxy removed /api, uvicorn puts it back in the scope.
+    with running(HealthApp(), root_path="/api") as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/api/readyz")).status_code == 404

@@ -13,7 +13,7 @@ import uvicorn
 
 
 @contextmanager
-def running(app: Any, *, lifespan: str = "on") -> Iterator[str]:
+def running(app: Any, *, lifespan: str = "on", root_path: str = "") -> Iterator[str]:
     """Serve `app` on a free loopback port until the block ends; yield the base URL.
 
     The listening socket is bound here and handed to uvicorn, so no other process can take
@@ -23,7 +23,9 @@ def running(app: Any, *, lifespan: str = "on") -> Iterator[str]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, lifespan=lifespan, root_path=root_path, log_level="warning", access_log=False
+        )
     )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True
