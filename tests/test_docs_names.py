@@ -35,12 +35,9 @@ SRC = ROOT / "src" / "resilient"
 #: (`resilient.asgi` covers `resilient.asgi.HealthApp`); a bare one matches the
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
-    "resilient.health",
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
     "RateLimitMiddleware",
-    "HealthApp",
-    "Watchdog",
 )
 
 #: Words in prose for the same parts.
@@ -258,7 +255,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "Use `resilient.Retry` and `resilient.testing.FakeClock`.\n"
         "```python\nfrom resilient import (\n    Pipeline,  # outermost\n    Timeout as T,\n)\n"
         "from resilient.storage import MemoryStore\n```\n"
-        "Spans: `resilient.retry.attempt`. Soon: `resilient.asgi.HealthApp`."
+        "Spans: `resilient.retry.attempt`. Soon: `resilient.asgi.RateLimitMiddleware`."
     )
     assert documented_names(text) == {
         "resilient.Retry",
@@ -268,7 +265,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "resilient.storage",
         "resilient.storage.MemoryStore",
         "resilient.retry.attempt",
-        "resilient.asgi.HealthApp",
+        "resilient.asgi.RateLimitMiddleware",
     }
     assert resolves("resilient.testing.FakeClock")
     assert resolves("resilient._gcra")
@@ -276,14 +273,14 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert not resolves("resilient.no_such_module.Thing")
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
-    assert is_coming("resilient.asgi.HealthApp")
+    assert is_coming("resilient.asgi.RateLimitMiddleware")
     assert not is_coming("resilient.load_shedder_that_exists")
-    said = Section("p", "The `resilient.health` checks.\n\nIt is coming.")
-    assert list(promises(said)) == ["resilient.health"]  # "coming" must be in its paragraph
-    said = Section("p", "The `resilient.health` checks are coming:\n| a | b |\n| RedisStore | |")
+    said = Section("p", "The `resilient.interop.tenacity` waits.\n\nIt is coming.")
+    assert list(promises(said)) == ["resilient.interop.tenacity"]  # "coming" must be in its paragraph
+    said = Section("p", "The `resilient.interop.tenacity` waits are coming:\n| a | b |\n| RedisStore | |")
     assert list(promises(said)) == []
-    code = "```python\nfrom resilient.asgi import HealthApp\n\nx = 1\n```"
-    assert list(promises(Section("p", code))) == ["HealthApp"]
+    code = "```python\nfrom resilient.asgi import RateLimitMiddleware\n\nx = 1\n```"
+    assert list(promises(Section("p", code))) == ["RateLimitMiddleware"]
     assert list(promises(Section("p", "Coming soon.\n\n" + code))) == []
     page = "Intro.\n# A\n\n```python\n# not a heading\n```\n\n## B\n\nMore.\n"
     assert [(s.where, s.text.count("heading")) for s in markdown_sections("p.md", page)] == [

@@ -41,3 +41,16 @@ def test_demo_prints_what_each_policy_did() -> None:
     # The breaker opens, rejects, and closes again; the limiter rejects the end of a burst.
     for seen in ("closed -> open", "CircuitOpenError", "half_open -> closed", "RateLimitedError"):
         assert seen in out
+
+
+def test_health_example_walks_readiness_through_warn_and_fail_and_back() -> None:
+    done = run(EXAMPLES / "health_endpoints.py")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    assert "200 pass" in lines["liveness"]
+    assert "200 pass" in lines["healthy"]
+    assert "200 warn" in lines["payments provider failing"]
+    assert "payments:circuitBreaker=warn (open)" in lines["payments provider failing"]
+    assert "503 fail" in lines["a handler blocks the event loop"]
+    assert "eventLoop:lag=fail" in lines["a handler blocks the event loop"]
+    assert "200 pass" in lines["recovered"]

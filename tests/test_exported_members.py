@@ -33,6 +33,7 @@ def test_public_classes_report_the_public_module(name: str) -> None:
     "module",
     [
         "resilient.asgi",
+        "resilient.health",
         "resilient.hedge",
         "resilient.httpx",
         "resilient.interop.limits",
