@@ -276,8 +276,12 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert is_coming("resilient.asgi.RateLimitMiddleware")
     assert not is_coming("resilient.load_shedder_that_exists")
     said = Section("p", "The `resilient.interop.tenacity` waits.\n\nIt is coming.")
-    assert list(promises(said)) == ["resilient.interop.tenacity"]  # "coming" must be in its paragraph
-    said = Section("p", "The `resilient.interop.tenacity` waits are coming:\n| a | b |\n| RedisStore | |")
+    assert list(promises(said)) == [
+        "resilient.interop.tenacity"
+    ]  # "coming" must be in its paragraph
+    said = Section(
+        "p", "The `resilient.interop.tenacity` waits are coming:\n| a | b |\n| RedisStore | |"
+    )
     assert list(promises(said)) == []
     code = "```python\nfrom resilient.asgi import RateLimitMiddleware\n\nx = 1\n```"
     assert list(promises(Section("p", code))) == ["RateLimitMiddleware"]

@@ -47,9 +47,11 @@ async def stores(
     redis_url: str, prefix: str, server_clock: FakeClock
 ) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     """Two stores on one Redis and one prefix: two processes' views of it."""
+    # A long timeout: these tests are about the shared state, not about a slow Redis (a
+    # loaded machine can take more than the default 0.25 s to answer).
     pair = (
-        RedisStore(redis_url, prefix=prefix, on_unavailable="deny"),
-        RedisStore(redis_url, prefix=prefix, on_unavailable="deny"),
+        RedisStore(redis_url, prefix=prefix, on_unavailable="deny", timeout=5.0),
+        RedisStore(redis_url, prefix=prefix, on_unavailable="deny", timeout=5.0),
     )
     for store in pair:
         store._now = server_clock.now
@@ -135,7 +137,9 @@ async def test_an_outcome_has_reached_the_store_when_the_call_returns(
 async def test_an_outcome_in_flight_survives_the_cancellation_of_its_call(
     redis_url: str, prefix: str, server_clock: FakeClock, face: str, cancel: str
 ) -> None:
-    async with SlowRecordStore(redis_url, prefix=prefix, on_unavailable="deny") as store:
+    async with SlowRecordStore(
+        redis_url, prefix=prefix, on_unavailable="deny", timeout=2.0
+    ) as store:
         store._now = server_clock.now
         breaker = CircuitBreaker("api", minimum_calls=2, store=store)
         await breaker.call(succeed)  # one success, and a connection ready
@@ -394,7 +398,7 @@ async def test_a_breaker_on_redis_cluster_keeps_its_keys_in_one_slot(
     redis_cluster_url: str, prefix: str, server_clock: FakeClock
 ) -> None:
     client = redis.asyncio.RedisCluster.from_url(redis_cluster_url)
-    store = RedisStore(client, prefix=prefix, on_unavailable="deny")
+    store = RedisStore(client, prefix=prefix, on_unavailable="deny", timeout=5.0)
     store._now = server_clock.now
     try:
         here = CircuitBreaker("api", window_calls=4, minimum_calls=2, store=store)

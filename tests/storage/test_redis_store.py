@@ -152,7 +152,7 @@ async def test_a_limiter_on_redis_decides_like_one_in_memory(
     client: redis.asyncio.Redis, prefix: str
 ) -> None:
     clock = FakeClock(start=50.0, autojump=False)
-    redis_store = RedisStore(client, prefix=prefix, on_unavailable="deny")
+    redis_store = RedisStore(client, prefix=prefix, on_unavailable="deny", timeout=5.0)
     redis_store._now = clock.now
     on_redis = RateLimiter(4, per=1.0, burst=6, store=redis_store, clock=clock, name="api")
     in_memory = RateLimiter(4, per=1.0, burst=6, store=MemoryStore(clock=clock), name="api")
@@ -226,7 +226,7 @@ async def test_a_key_is_its_bytes_given_as_str_or_bytes(store: RedisStore) -> No
 async def test_a_client_that_decodes_responses_works_alike(redis_url: str, prefix: str) -> None:
     decoding = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
-        store = RedisStore(decoding, prefix=prefix, on_unavailable="deny")
+        store = RedisStore(decoding, prefix=prefix, on_unavailable="deny", timeout=5.0)
         decision = await store.acquire("k", emission_interval=T, burst=BURST, cost=3, max_wait=0)
         assert (decision.allowed, decision.remaining) == (True, 1)
         rejected = await store.acquire("k", emission_interval=T, burst=BURST, cost=2, max_wait=0)
