@@ -4,7 +4,11 @@
   strategy (fixed window, moving window, sliding window counter) on a `limits` async
   storage. Needs the `limits` extra: `pip install 'resilient-patterns[limits]'`.
 
-Adapters for tenacity and pybreaker are coming. Each adapter is its own module, imported
+- `resilient.interop.tenacity`: `TenacityBackoff`, a `Backoff` that waits and stops with
+  tenacity's `wait_*` and `stop_*` strategies inside a `Retry`. Needs the `tenacity` extra:
+  `pip install 'resilient-patterns[tenacity]'`.
+
+An adapter for pybreaker is coming. Each adapter is its own module, imported
 only when used, so importing `resilient.interop` needs none of these libraries.
 """
 
