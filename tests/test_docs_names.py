@@ -39,7 +39,6 @@ COMING_NAMES = (
     "resilient.asgi",
     "resilient.load_shedding",
     "resilient.health",
-    "resilient.interop.pybreaker",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
     "http.request.resend_count",

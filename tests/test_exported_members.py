@@ -34,6 +34,7 @@ def test_public_classes_report_the_public_module(name: str) -> None:
     [
         "resilient.hedge",
         "resilient.interop.limits",
+        "resilient.interop.pybreaker",
         "resilient.interop.tenacity",
         "resilient.storage",
         "resilient.telemetry",

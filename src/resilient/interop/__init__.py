@@ -8,7 +8,12 @@
   tenacity's `wait_*` and `stop_*` strategies inside a `Retry`. Needs the `tenacity` extra:
   `pip install 'resilient-patterns[tenacity]'`.
 
-An adapter for pybreaker is coming. Each adapter is its own module, imported
+- `resilient.interop.pybreaker`: `PyBreakerPolicy`, a policy that runs an existing
+  `pybreaker.CircuitBreaker` correctly around async calls (as a decorator, with `.call()`,
+  `async with`, or as a `Pipeline` stage). Needs the `pybreaker` extra:
+  `pip install 'resilient-patterns[pybreaker]'`.
+
+Each adapter is its own module, imported
 only when used, so importing `resilient.interop` needs none of these libraries.
 """
 
