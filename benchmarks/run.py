@@ -67,6 +67,7 @@ GROUPS: dict[str, str] = {
     "redis": "group_redis",
     "throughput": "group_throughput",
     "scaling": "group_scaling",
+    "httpx": "group_httpx",
 }
 
 ROOT = Path(__file__).resolve().parent.parent

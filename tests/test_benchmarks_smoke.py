@@ -70,6 +70,17 @@ def test_quick_scaling_benchmark_reports_every_part() -> None:
     assert "failed:" not in proc.stdout
 
 
+def test_quick_httpx_benchmark_reports_each_transport() -> None:
+    # httpx-retries comes with the bench group only; without it its row is named skipped.
+    proc = run_bench("--quick", "--only", "httpx", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "### httpx transports on a local uvicorn server" in proc.stdout
+    assert "| httpx.AsyncHTTPTransport (plain) | " in proc.stdout
+    assert "| resilient ResilientTransport (default stack) | " in proc.stdout
+    assert "ResilientTransport req/s >= 0.95x plain httpx" in proc.stdout
+    assert "failed:" not in proc.stdout
+
+
 @pytest.fixture
 def benchmarks_path(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

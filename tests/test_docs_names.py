@@ -32,17 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "resilient"
 
 #: Names of parts that are not built yet. A dotted entry also covers every name under it
-#: (`resilient.httpx` covers `resilient.httpx.ResilientTransport`); a bare one matches the
+#: (`resilient.asgi` covers `resilient.asgi.HealthApp`); a bare one matches the
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
-    "resilient.httpx",
     "resilient.asgi",
     "resilient.load_shedding",
     "resilient.health",
     "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
     "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
-    "http.request.resend_count",
-    "ResilientTransport",
     "LoadShedder",
     "LoadSheddingMiddleware",
     "RateLimitMiddleware",
@@ -266,7 +263,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "Use `resilient.Retry` and `resilient.testing.FakeClock`.\n"
         "```python\nfrom resilient import (\n    Pipeline,  # outermost\n    Timeout as T,\n)\n"
         "from resilient.storage import MemoryStore\n```\n"
-        "Spans: `resilient.retry.attempt`. Soon: `resilient.httpx.ResilientTransport`."
+        "Spans: `resilient.retry.attempt`. Soon: `resilient.asgi.HealthApp`."
     )
     assert documented_names(text) == {
         "resilient.Retry",
@@ -276,7 +273,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "resilient.storage",
         "resilient.storage.MemoryStore",
         "resilient.retry.attempt",
-        "resilient.httpx.ResilientTransport",
+        "resilient.asgi.HealthApp",
     }
     assert resolves("resilient.testing.FakeClock")
     assert resolves("resilient._gcra")
@@ -284,18 +281,18 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert not resolves("resilient.no_such_module.Thing")
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
-    assert is_coming("resilient.httpx.ResilientTransport")
+    assert is_coming("resilient.asgi.HealthApp")
     assert is_coming("resilient.LoadShedError")
     assert not is_coming("resilient.load_shedder_that_exists")
     assert [term for term, pattern in _coming_patterns() if pattern.search("Load shedding")] == [
         r"\bload[- ]shedding\b"
     ]
-    said = Section("p", "The `resilient.httpx` transport.\n\nIt is coming.")
-    assert list(promises(said)) == ["resilient.httpx"]  # "coming" must be in its paragraph
-    said = Section("p", "The `resilient.httpx` transport is coming:\n| a | b |\n| RedisStore | |")
+    said = Section("p", "The `resilient.asgi` health app.\n\nIt is coming.")
+    assert list(promises(said)) == ["resilient.asgi"]  # "coming" must be in its paragraph
+    said = Section("p", "The `resilient.asgi` health app is coming:\n| a | b |\n| RedisStore | |")
     assert list(promises(said)) == []
-    code = "```python\nfrom resilient.httpx import ResilientTransport\n\nx = 1\n```"
-    assert list(promises(Section("p", code))) == ["resilient.httpx", "ResilientTransport"]
+    code = "```python\nfrom resilient.asgi import HealthApp\n\nx = 1\n```"
+    assert list(promises(Section("p", code))) == ["resilient.asgi", "HealthApp"]
     assert list(promises(Section("p", "Coming soon.\n\n" + code))) == []
     page = "Intro.\n# A\n\n```python\n# not a heading\n```\n\n## B\n\nMore.\n"
     assert [(s.where, s.text.count("heading")) for s in markdown_sections("p.md", page)] == [

@@ -33,6 +33,7 @@ def test_public_classes_report_the_public_module(name: str) -> None:
     "module",
     [
         "resilient.hedge",
+        "resilient.httpx",
         "resilient.interop.limits",
         "resilient.interop.pybreaker",
         "resilient.interop.tenacity",
@@ -46,3 +47,10 @@ def test_subpackages_declare_their_exports(module: str) -> None:
     assert list(mod.__all__) == sorted(mod.__all__)
     for name in mod.__all__:
         assert hasattr(mod, name)
+
+
+def test_httpx_names_report_their_public_module() -> None:
+    import resilient.httpx
+
+    assert resilient.httpx.ResilientTransport.__module__ == "resilient.httpx"
+    assert resilient.httpx.may_resend.__module__ == "resilient.httpx"

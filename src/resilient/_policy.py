@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 from resilient._validate import short_repr
 
-__all__ = ("Policy", "ensure_async_callable", "is_async_callable")
+__all__ = ("Policy", "ensure_async_callable", "given_arguments", "is_async_callable")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,6 +37,31 @@ def ensure_async_callable(fn: object, policy: str) -> None:
         f"{policy} decorates `async def` functions only, got {short_repr(fn)}; "
         "for a synchronous function, run it in a worker thread inside an async def"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(init: Callable[..., object]) -> dict[str, object]:
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(init).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def given_arguments(init: Callable[..., object], arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments constructor `init` was given other than its defaults, from its
+    `locals()` taken on its first line: what `Policy._replicate` builds a copy from. Most
+    policies take their defaults, and then keep one shared empty dict."""
+    defaults = _defaults(init)
+    given = {
+        k: v
+        for k, v in arguments.items()
+        if k != "self" and not k.startswith("__") and (k not in defaults or defaults[k] is not v)
+    }
+    return given or _NOTHING_GIVEN
+
+
+_NOTHING_GIVEN: dict[str, Any] = {}
 
 
 class Policy:
@@ -76,6 +101,18 @@ class Policy:
     ) -> Coroutine[Any, Any, T]:
         """Run `await fn(*args, **kwargs)` under this policy (by default, through `_bind`)."""
         return self._bind(fn)(*args, **kwargs)
+
+    def _replicate(self, name: str, **overrides: Any) -> Self:
+        """A new policy with this one's settings (but `overrides`) and fresh state, named
+        `name`: the per-key copy of a template (a breaker per upstream host).
+
+        Raises:
+            TypeError: this kind of policy keeps no settings to copy.
+        """
+        given: dict[str, Any] | None = getattr(self, "_given", None)
+        if given is None:
+            raise TypeError(f"{type(self).__name__} cannot be copied from a template")
+        return type(self)(**{**given, **overrides, "name": name})
 
     def call(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs

@@ -8,6 +8,7 @@ from resilient._admission import WAIT, AdmissionPolicy
 from resilient._backend import one_shot_event
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -162,6 +163,7 @@ class Bulkhead(AdmissionPolicy):
         "_clock",
         "_core",
         "_entries",
+        "_given",
         "_telemetry",
         "max_concurrent",
         "max_wait",
@@ -181,6 +183,7 @@ class Bulkhead(AdmissionPolicy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(Bulkhead.__init__, locals())
         self.max_concurrent = check_positive_int("max_concurrent", max_concurrent)
         self.max_waiting = check_positive_int("max_waiting", max_waiting, minimum=0)
         self.max_wait = check_optional_positive("max_wait", max_wait)

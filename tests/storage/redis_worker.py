@@ -1,8 +1,9 @@
 """One process of the cross-process accuracy test (run as a script, not collected).
 
-Usage: python redis_worker.py URL PREFIX START_AT DURATION TASKS
+Usage: python redis_worker.py URL PREFIX DURATION TASKS
 
-At wall-clock time START_AT, TASKS tasks call one shared RateLimiter (100 per second, bursts
+Prints "ready" once connected, then reads the wall-clock start time from stdin. From then,
+TASKS tasks call one shared RateLimiter (100 per second, bursts
 of 100) on one key for DURATION seconds, each trying again soon after a rejection. Prints,
 as JSON, how many permits were granted and the wall-clock times of the first request sent,
 the first answer received, the last request sent and the last answer received.
@@ -19,13 +20,15 @@ from resilient import RateLimitedError, RateLimiter
 from resilient.storage import RedisStore
 
 
-async def main(url: str, prefix: str, start_at: float, duration: float, tasks: int) -> None:
+async def main(url: str, prefix: str, duration: float, tasks: int) -> None:
     async with RedisStore(url, prefix=prefix, on_unavailable="deny", timeout=2.0) as store:
         limiter = RateLimiter(100, burst=100, store=store, name="shared")
         granted = 0
         times = {"first_sent": 0.0, "first_answer": 0.0, "last_sent": 0.0, "last_answer": 0.0}
-        # Open a connection per task before the start, so that the start measures decisions.
+        # Connect before the start, so that the start measures decisions.
         await asyncio.gather(*(limiter.remaining("warm-up") for _ in range(tasks)))
+        print("ready", flush=True)
+        start_at = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start_at - time.time()))
         end = start_at + duration
 
@@ -49,5 +52,5 @@ async def main(url: str, prefix: str, start_at: float, duration: float, tasks: i
 
 
 if __name__ == "__main__":
-    url, prefix, start_at, duration, tasks = sys.argv[1:]
-    asyncio.run(main(url, prefix, float(start_at), float(duration), int(tasks)))
+    url, prefix, duration, tasks = sys.argv[1:]
+    asyncio.run(main(url, prefix, float(duration), int(tasks)))

@@ -19,13 +19,26 @@ RATE, BURST = 100, 100
 
 
 def test_four_processes_share_one_limit(redis_url: str, prefix: str) -> None:
-    start_at = time.time() + 2.0  # every process imported and connected by then
-    args = [redis_url, prefix, repr(start_at), str(DURATION), str(TASKS)]
+    args = [redis_url, prefix, str(DURATION), str(TASKS)]
     workers = [
-        subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(PROCESSES)
     ]
+    # Each process says when it has imported and connected; then they all start together.
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+    start_at = time.time() + 0.2
     reports = []
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write(f"{start_at!r}\n")
+        worker.stdin.flush()
     for worker in workers:
         out, _ = worker.communicate(timeout=30)
         assert worker.returncode == 0

@@ -84,6 +84,18 @@ async def check_wrong_arguments_are_type_errors() -> None:
     await Pipeline(Retry(), Timeout(1))(fetch)()  # type: ignore[call-arg]
 
 
+async def check_the_httpx_transport_is_an_httpx_transport() -> None:
+    import httpx
+    from resilient.httpx import Host, ResilientTransport
+
+    transport = ResilientTransport(retry=Retry(attempts=2), breaker=None, bulkhead=Bulkhead(5))
+    client = httpx.AsyncClient(transport=transport)
+    host = transport.host("https://api.example.com")
+    assert_type(host, Host)
+    assert_type(host.breaker, CircuitBreaker | None)
+    await client.aclose()
+
+
 async def check_the_interop_adapters_keep_types() -> None:
     import pybreaker
     import tenacity

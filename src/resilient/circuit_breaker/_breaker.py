@@ -11,6 +11,7 @@ from resilient._admission import WAIT, AdmissionPolicy, AwaitedSettlement
 from resilient._backend import run_to_the_end
 from resilient._clock import Clock
 from resilient._on import On, exception_filter
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -205,6 +206,7 @@ class CircuitBreaker(AdmissionPolicy):
     __slots__ = (
         "_core",
         "_entries",
+        "_given",
         "_is_failure",
         "_now",
         "_on_result",
@@ -243,6 +245,7 @@ class CircuitBreaker(AdmissionPolicy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(CircuitBreaker.__init__, locals())
         self.name = check_name(name, "circuit_breaker")
         failure_ratio = check_ratio("failure_ratio", failure_ratio, allow_zero=False)
         minimum_calls = check_positive_int("minimum_calls", minimum_calls)

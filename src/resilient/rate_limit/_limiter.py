@@ -11,6 +11,7 @@ import anyio
 from resilient._admission import WAIT, AdmissionPolicy
 from resilient._clock import Clock, TimedScope
 from resilient._deadline import time_left
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -126,6 +127,7 @@ class RateLimiter(AdmissionPolicy):
         "_default_key",
         "_emission_interval",
         "_entries",
+        "_given",
         "_nowait",
         "_prefix",
         "_refund_nowait",
@@ -155,6 +157,7 @@ class RateLimiter(AdmissionPolicy):
         clock: Clock | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(RateLimiter.__init__, locals())
         self.rate = check_positive("rate", rate)
         self.per = check_positive("per", per)
         self._emission_interval = self.per / self.rate

@@ -369,7 +369,7 @@ class Retry(Policy):
             if error is not None and not self._retry_error(call, error):
                 self._finish(call, "failure", error)
                 raise error
-            delay = self._plan(call, error, result)
+            delay = self._plan(call, error, result=result)
             if delay is None:
                 if error is not None:
                     raise error
@@ -420,12 +420,24 @@ class Retry(Policy):
 
     # -- the decision, shared by both drivers --------------------------------------------
 
-    def _plan(self, call: _Call, error: Exception | None, result: Any = None) -> float | None:
+    def _plan(
+        self,
+        call: _Call,
+        error: Exception | None,
+        min_delay: float | None = None,
+        *,
+        result: Any = None,
+    ) -> float | None:
         """Decide whether attempt `call.attempt + 1` happens: its delay, or None to stop.
 
         `error` is what the last attempt raised, or None when `on_result` rejected its
-        `result`. On None the call is finished (statistics, telemetry) and `error`, when
-        there is one, carries a note saying why retrying stopped.
+        `result` (a backoff that plans retries itself sees either). `min_delay` is a floor
+        on the delay that the callee itself asked for (an HTTP `Retry-After`): the retry
+        never starts earlier, and when the floor does not fit before `max_duration` or the
+        deadline, retrying stops at once.
+
+        On None the call is finished (statistics, telemetry) and `error`, when there is
+        one, carries a note saying why retrying stopped.
         """
         done = call.attempt
         if done >= self.max_attempts:
@@ -458,6 +470,8 @@ class Retry(Policy):
             )
             return None
         delay = self.backoff.delay(done, call.previous_delay) if planned is None else planned
+        if min_delay is not None and min_delay > delay:
+            delay = min_delay
         why = ""
         max_duration = self.max_duration
         if max_duration is not None and now - call.started + delay >= max_duration:
@@ -581,7 +595,7 @@ class AttemptIterator:
             retry._finish(call, "failure")
             raise RuntimeError("each attempt from Retry.attempts() must be used as `with attempt:`")
         error, self._error = self._error, None
-        delay = retry._plan(call, error, current._result)
+        delay = retry._plan(call, error, result=current._result)
         if delay is None:
             self._state = _DONE
             if error is not None:

@@ -232,8 +232,11 @@ class CallRecord(Protocol):
         """Report a detail of the whole call (a span attribute, and on the end event)."""
         ...
 
-    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Any, object]:
-        """Open a child span, current until `end_child` (a retry attempt)."""
+    def child(
+        self, name: str, attributes: Mapping[str, Any], client: bool = False
+    ) -> tuple[Any, object]:
+        """Open a child span, current until `end_child` (a retry attempt); a CLIENT span
+        when `client` (an HTTP request on the wire)."""
         ...
 
     def end_child(self, span: Any, token: object, error: Exception | None) -> None:
@@ -265,7 +268,9 @@ class _Quiet:
     def set(self, key: str, value: Any) -> None:
         """Dropped."""
 
-    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Any, object]:
+    def child(
+        self, name: str, attributes: Mapping[str, Any], client: bool = False
+    ) -> tuple[Any, object]:
         """No span: (None, None)."""
         return None, None
 
@@ -321,11 +326,13 @@ class _ListenedCall:
                 self._attrs = {}
             self._attrs[key] = value
 
-    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Any, object]:
+    def child(
+        self, name: str, attributes: Mapping[str, Any], client: bool = False
+    ) -> tuple[Any, object]:
         """Open a child span, current until `end_child` (a retry attempt)."""
         if self.otel is None:
             return None, None
-        return self.otel.child(name, attributes)
+        return self.otel.child(name, attributes, client)
 
     def end_child(self, span: Any, token: object, error: Exception | None) -> None:
         if self.otel is not None:

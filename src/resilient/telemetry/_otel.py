@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
+from opentelemetry import propagate as otel_propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -27,6 +28,7 @@ __all__ = (
     "OTelCall",
     "OTelPolicy",
     "configured",
+    "inject",
     "meter_globals",
     "meter_ready",
     "trace_globals",
@@ -34,6 +36,14 @@ __all__ = (
 )
 
 _SCOPE: Final = "resilient"
+
+# The context key HTTP client instrumentations read before tracing a request; a
+# module-private name of opentelemetry-api, looked up defensively.
+_SUPPRESS_HTTP_KEY = getattr(
+    otel_context,
+    "_SUPPRESS_HTTP_INSTRUMENTATION_KEY",
+    otel_context.create_key("suppress_http_instrumentation"),
+)
 
 ATTR_KIND: Final = "resilient.policy.kind"
 ATTR_NAME: Final = "resilient.policy.name"
@@ -259,18 +269,29 @@ class OTelCall:
         if self.span is not None:
             self.span.set_attribute(key, value)
 
-    def child(self, name: str, attributes: Mapping[str, Any]) -> tuple[Span | None, object]:
-        """Start a child span of this call's span and make it current (a retry attempt)."""
+    def child(
+        self, name: str, attributes: Mapping[str, Any], client: bool = False
+    ) -> tuple[Span | None, object]:
+        """Start a child span of this call's span and make it current (a retry attempt).
+
+        A `client` child is a CLIENT span: one request on the wire (an HTTP attempt).
+        While it is current, HTTP client instrumentations (opentelemetry-instrumentation-
+        httpx) are told to stay quiet, so that the request is not traced twice.
+        """
         if self.span is None:
             return None, None
         tracer = self.policy.tracer(True)
         if tracer is None:
             return None, None
         context = otel_trace.set_span_in_context(self.span)
-        span = tracer.start_span(name, context=context, attributes=attributes)
+        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+        span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
         if not span.is_recording():
             return None, None
-        return span, otel_context.attach(otel_trace.set_span_in_context(span))
+        current = otel_trace.set_span_in_context(span)
+        if client:
+            current = otel_context.set_value(_SUPPRESS_HTTP_KEY, True, current)
+        return span, otel_context.attach(current)
 
     def end_child(self, span: Span | None, token: object, error: Exception | None) -> None:
         if span is None:
@@ -302,3 +323,9 @@ class OTelCall:
         if self.token is not None:
             otel_context.detach(self.token)  # type: ignore[arg-type]
         span.end()
+
+
+def inject(carrier: Any) -> None:
+    """Write the current trace context into `carrier` (request headers), as the
+    configured propagators say (W3C `traceparent` by default)."""
+    otel_propagate.inject(carrier)
