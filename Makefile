@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help demo test lint typecheck docs docs-serve bench check clean
+.PHONY: help demo test lint typecheck docs docs-serve bench overload check clean
 
 help:
 	@echo "make demo       run the demonstration (in-memory, no services needed)"
 	@echo "make test       run the whole test suite"
 	@echo "make check      lint, format check, mypy --strict, docs build (what CI adds to make test)"
 	@echo "make bench      run the benchmarks against the peer libraries"
+	@echo "make overload   run the overload benchmark (a real server at 3x its capacity)"
 	@echo "make docs-serve serve the documentation on http://127.0.0.1:8000"
 
 $(BIN)/python:
@@ -49,6 +50,9 @@ check: lint typecheck docs
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+overload: $(VENV)/.bench
+	$(BIN)/python benchmarks/overload.py $(OVERLOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .site .mypy_cache .ruff_cache .hypothesis build dist

@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
-import httpx
 from resilient import CircuitBreaker, CircuitOpenError, Retry
 from resilient.httpx import ResilientTransport
 

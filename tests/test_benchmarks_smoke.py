@@ -172,6 +172,29 @@ def test_quick_redis_benchmark_reports_both_parts() -> None:
     assert "failed:" not in proc.stdout
 
 
+def test_quick_overload_benchmark_reports_every_case() -> None:
+    # A real uvicorn server per case, offered 3x its capacity for a moment.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "overload.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for case in (
+        "no shedding",
+        "static limit (8)",
+        "static limit (8) + queue (8, 10 ms)",
+        "AIMD",
+        "Gradient2",
+    ):
+        assert f"| {case} | " in proc.stdout
+    assert "Healthy app (no sleep)" in proc.stdout
+    assert "### Goals" in proc.stdout
+
+
 def test_quick_hedge_and_tail_benchmarks_report_their_goals() -> None:
     # nopanic (the bench group) may be missing: its rows are then skipped, ours still run.
     proc = run_bench("--quick", "--only", "hedge,tail", timeout=180)

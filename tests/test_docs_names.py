@@ -35,21 +35,14 @@ SRC = ROOT / "src" / "resilient"
 #: (`resilient.asgi` covers `resilient.asgi.HealthApp`); a bare one matches the
 #: identifier wherever it stands, alone or after a dot.
 COMING_NAMES = (
-    "resilient.asgi",
-    "resilient.load_shedding",
     "resilient.health",
-    "resilient.LoadShedError",  # declared so that `except RejectedError` is complete; not raised
-    "resilient.load_shed",  # the span, and the resilient.load_shed.requests metric
-    "LoadShedder",
-    "LoadSheddingMiddleware",
     "RateLimitMiddleware",
     "HealthApp",
     "Watchdog",
-    "LoadShedError",
 )
 
 #: Words in prose for the same parts.
-COMING_WORDS = (r"\bload[- ]shedding\b",)
+COMING_WORDS: tuple[str, ...] = ()
 
 _MARKER = re.compile(r"\bcoming\b|\bnot (?:built|available) yet\b", re.IGNORECASE)
 _DOTTED = re.compile(r"(?<![\w.])resilient(?:\.[A-Za-z_]\w*)+")
@@ -245,7 +238,7 @@ def test_parts_not_built_yet_are_called_coming() -> None:
 
 
 #: Declared ahead of the part that will raise them, so that code can already catch them.
-DECLARED_AHEAD = ("resilient.LoadShedError",)
+DECLARED_AHEAD: tuple[str, ...] = ()
 
 
 @pytest.mark.parametrize(
@@ -282,17 +275,13 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
     assert is_coming("resilient.asgi.HealthApp")
-    assert is_coming("resilient.LoadShedError")
     assert not is_coming("resilient.load_shedder_that_exists")
-    assert [term for term, pattern in _coming_patterns() if pattern.search("Load shedding")] == [
-        r"\bload[- ]shedding\b"
-    ]
-    said = Section("p", "The `resilient.asgi` health app.\n\nIt is coming.")
-    assert list(promises(said)) == ["resilient.asgi"]  # "coming" must be in its paragraph
-    said = Section("p", "The `resilient.asgi` health app is coming:\n| a | b |\n| RedisStore | |")
+    said = Section("p", "The `resilient.health` checks.\n\nIt is coming.")
+    assert list(promises(said)) == ["resilient.health"]  # "coming" must be in its paragraph
+    said = Section("p", "The `resilient.health` checks are coming:\n| a | b |\n| RedisStore | |")
     assert list(promises(said)) == []
     code = "```python\nfrom resilient.asgi import HealthApp\n\nx = 1\n```"
-    assert list(promises(Section("p", code))) == ["resilient.asgi", "HealthApp"]
+    assert list(promises(Section("p", code))) == ["HealthApp"]
     assert list(promises(Section("p", "Coming soon.\n\n" + code))) == []
     page = "Intro.\n# A\n\n```python\n# not a heading\n```\n\n## B\n\nMore.\n"
     assert [(s.where, s.text.count("heading")) for s in markdown_sections("p.md", page)] == [

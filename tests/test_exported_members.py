@@ -32,11 +32,13 @@ def test_public_classes_report_the_public_module(name: str) -> None:
 @pytest.mark.parametrize(
     "module",
     [
+        "resilient.asgi",
         "resilient.hedge",
         "resilient.httpx",
         "resilient.interop.limits",
         "resilient.interop.pybreaker",
         "resilient.interop.tenacity",
+        "resilient.load_shedding",
         "resilient.storage",
         "resilient.telemetry",
         "resilient.testing",

@@ -1,7 +1,7 @@
 """resilient: async resilience patterns for Python services.
 
 Timeouts, retries with jittered backoff and a retry budget, circuit breakers, bulkheads,
-rate limits and fallbacks, composable in a `Pipeline`, usable as decorators, through
+rate limits, load shedding and fallbacks, composable in a `Pipeline`, usable as decorators, through
 `.call()`, or as `async with` blocks, on asyncio and trio, with OpenTelemetry built in.
 
 Examples:
@@ -35,6 +35,9 @@ from resilient.exceptions import ThrottledError as ThrottledError
 from resilient.exceptions import TimeoutExceeded as TimeoutExceeded
 from resilient.fallback import Fallback as Fallback
 from resilient.hedge import Hedge as Hedge
+from resilient.load_shedding import AIMD as AIMD
+from resilient.load_shedding import Gradient2 as Gradient2
+from resilient.load_shedding import LoadShedder as LoadShedder
 from resilient.pipeline import Pipeline as Pipeline
 from resilient.rate_limit import RateLimiter as RateLimiter
 from resilient.retry import Attempt as Attempt
@@ -46,6 +49,7 @@ from resilient.throttle import AdaptiveThrottle as AdaptiveThrottle
 from resilient.timeout import Timeout as Timeout
 
 __all__ = (
+    "AIMD",
     "AdaptiveThrottle",
     "Attempt",
     "Backoff",
@@ -58,8 +62,10 @@ __all__ = (
     "CircuitState",
     "Clock",
     "Fallback",
+    "Gradient2",
     "Hedge",
     "LoadShedError",
+    "LoadShedder",
     "MonotonicClock",
     "Pipeline",
     "RateLimitedError",

@@ -1,5 +1,5 @@
 """The one shell of every single-shot admission policy (CircuitBreaker, Bulkhead,
-RateLimiter, and load shedding, which is coming).
+RateLimiter, LoadShedder).
 
 Such a policy is a pure, synchronous core that answers "admit this call now?" and is told
 how the call ended. The shell is everything else, written once: the decorator, `.call()`,

@@ -7,7 +7,7 @@ The hierarchy::
     │   ├── CircuitOpenError            a circuit breaker is open (or half-open and busy)
     │   ├── BulkheadFullError           a bulkhead has no free slot and no room to wait
     │   ├── RateLimitedError            a rate limiter has no permit within max_wait
-    │   ├── LoadShedError               reserved for load shedding (coming); never raised yet
+    │   ├── LoadShedError               a load shedder is over its limit; carries .reason
     │   └── ThrottledError              an adaptive throttle refused the call locally
     ├── TimeoutExceeded                 a Timeout's deadline passed; also a built-in TimeoutError
     └── StorageUnavailableError         a shared store cannot be reached and is set to deny
@@ -82,12 +82,35 @@ class RateLimitedError(RejectedError):
 
 
 class LoadShedError(RejectedError):
-    """Reserved for load shedding, which is coming in a later release: it will be raised when
-    the service is over its concurrency limit.
+    """Raised by `resilient.load_shedding.LoadShedder` when it turns a call away before it
+    runs: every slot is taken and there is no room to wait, or the call waited too long.
 
-    Nothing raises it yet. It is declared now so that code handling every `RejectedError`
-    subclass can already name it.
+    `reason` says which: `"limit"` (over the concurrency limit, no queue), `"queue_full"`
+    (the queue is full of calls at least as important), `"waited_too_long"` (queued past
+    `max_wait` or the enclosing deadline) or `"priority"` (a queued call pushed out by a
+    more important one). `retry_after` is the recent round trip of admitted calls, in
+    seconds, when the shedder measures it (an adaptive limit), else `None`.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        policy: str,
+        retry_after: float | None = None,
+        reason: str = "limit",
+    ) -> None:
+        super().__init__(message, policy=policy, retry_after=retry_after)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_shed, (str(self), self.policy, self.retry_after, self.reason))
+
+
+def _rebuild_shed(
+    message: str, policy: str, retry_after: float | None, reason: str
+) -> LoadShedError:
+    return LoadShedError(message, policy=policy, retry_after=retry_after, reason=reason)
 
 
 class ThrottledError(RejectedError):

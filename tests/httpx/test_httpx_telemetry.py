@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from upstream import Upstream
 
-import httpx
 from resilient import Backoff, Retry
 from resilient.httpx import ResilientTransport
 

@@ -12,10 +12,10 @@ from email.utils import format_datetime
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from upstream import Upstream
 
-import httpx
 from resilient import (
     Backoff,
     Bulkhead,

@@ -6,12 +6,14 @@ from collections.abc import Coroutine
 from typing import Any, assert_type
 
 from resilient import (
+    AIMD,
     AdaptiveThrottle,
     Bulkhead,
     Chaos,
     CircuitBreaker,
     Fallback,
     Hedge,
+    LoadShedder,
     Pipeline,
     RateLimiter,
     Retry,
@@ -47,6 +49,8 @@ async def check_every_policy_keeps_the_decorated_type() -> None:
         Bulkhead(4),
         RateLimiter(10),
         Fallback({"id": 0}),
+        LoadShedder(8),
+        LoadShedder(AIMD()),
         Hedge(0.05),
         AdaptiveThrottle(),
         Chaos(latency=0.1),
@@ -64,6 +68,9 @@ async def check_single_shot_policies_enter_as_themselves() -> None:
         assert_type(bulkhead, Bulkhead)
     async with RateLimiter(5) as limiter:
         assert_type(limiter, RateLimiter)
+    async with LoadShedder(5) as shedder:
+        assert_type(shedder, LoadShedder)
+        assert_type(shedder.limit, int)
     async with AdaptiveThrottle() as throttle:
         assert_type(throttle, AdaptiveThrottle)
 
@@ -86,6 +93,7 @@ async def check_wrong_arguments_are_type_errors() -> None:
 
 async def check_the_httpx_transport_is_an_httpx_transport() -> None:
     import httpx
+
     from resilient.httpx import Host, ResilientTransport
 
     transport = ResilientTransport(retry=Retry(attempts=2), breaker=None, bulkhead=Bulkhead(5))

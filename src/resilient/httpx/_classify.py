@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 import httpx
+
 from resilient.exceptions import TimeoutExceeded
 
 __all__ = (

@@ -8,6 +8,7 @@ from types import EllipsisType, TracebackType
 from typing import Any, Final
 
 import httpx
+
 from resilient._clock import Clock
 from resilient._deadline import time_left
 from resilient._policy import Policy

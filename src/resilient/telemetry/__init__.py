@@ -24,13 +24,17 @@ point carries `resilient.policy.kind` and `resilient.policy.name`. Metrics:
 | `resilient.bulkhead.queued` | up-down counter | {call} | kind, name |
 | `resilient.wait.duration` | histogram | s | kind, name |
 | `resilient.rate_limit.decisions` | counter | {decision} | kind, name, decision |
-| `resilient.load_shed.requests` | counter | {request} | kind, name (coming) |
+| `resilient.load_shed.requests` | counter | {request} | kind, name, reason |
+| `resilient.load_shed.admitted` | counter | {request} | kind, name |
+| `resilient.load_shed.queued` | counter | {request} | kind, name |
+| `resilient.load_shed.in_flight` | up-down counter | {request} | kind, name |
+| `resilient.load_shed.limit` | up-down counter | {request} | kind, name |
 | `resilient.storage.unavailable` | up-down counter | {store} | kind, name |
 | `resilient.storage.fallbacks` | counter | {decision} | kind, name, on_unavailable |
 | `resilient.storage.duration` | histogram | s | kind, name, operation |
 
-`resilient.load_shed.requests` will count the requests that load shedding turns away. Load
-shedding is coming in a later release; until then nothing records it.
+`resilient.load_shed.requests` counts the requests a `LoadShedder` turns away, by
+`resilient.load_shed.reason`; `resilient.load_shed.limit` is its current concurrency limit.
 """
 
 from __future__ import annotations
