@@ -203,3 +203,17 @@ def test_quick_hedge_and_tail_benchmarks_report_their_goals() -> None:
     assert "### Hedging a heavy tail" in proc.stdout
     assert "| serves 20 % of demand |" in proc.stdout
     assert "adaptive hedge cuts p99 by >= 3x" in proc.stdout
+
+
+def test_the_interop_adapters_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "interop_adapters.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT / "benchmarks",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| **PyBreakerPolicy(breaker)** |" in proc.stdout
+    assert "| **Retry(backoff=TenacityBackoff(" in proc.stdout

@@ -34,11 +34,7 @@ SRC = ROOT / "src" / "resilient"
 #: Names of parts that are not built yet. A dotted entry also covers every name under it
 #: (`resilient.asgi` covers `resilient.asgi.HealthApp`); a bare one matches the
 #: identifier wherever it stands, alone or after a dot.
-COMING_NAMES = (
-    "resilient.interop.tenacity",
-    "resilient.interop.pybreaker",
-    "RateLimitMiddleware",
-)
+COMING_NAMES = ("RateLimitMiddleware",)
 
 #: Words in prose for the same parts.
 COMING_WORDS: tuple[str, ...] = ()
@@ -275,12 +271,11 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert "resilient.pipeline" in emitted_telemetry_names()
     assert is_coming("resilient.asgi.RateLimitMiddleware")
     assert not is_coming("resilient.load_shedder_that_exists")
-    said = Section("p", "The `resilient.interop.tenacity` waits.\n\nIt is coming.")
-    assert list(promises(said)) == [
-        "resilient.interop.tenacity"
-    ]  # "coming" must be in its paragraph
+    said = Section("p", "The `resilient.asgi.RateLimitMiddleware` limits.\n\nIt is coming.")
+    assert list(promises(said)) == ["RateLimitMiddleware"]  # "coming" must be in its paragraph
     said = Section(
-        "p", "The `resilient.interop.tenacity` waits are coming:\n| a | b |\n| RedisStore | |"
+        "p",
+        "The `resilient.asgi.RateLimitMiddleware` limits are coming:\n| a | b |\n| RedisStore | |",
     )
     assert list(promises(said)) == []
     code = "```python\nfrom resilient.asgi import RateLimitMiddleware\n\nx = 1\n```"

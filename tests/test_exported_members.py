@@ -37,6 +37,8 @@ def test_public_classes_report_the_public_module(name: str) -> None:
         "resilient.hedge",
         "resilient.httpx",
         "resilient.interop.limits",
+        "resilient.interop.pybreaker",
+        "resilient.interop.tenacity",
         "resilient.load_shedding",
         "resilient.storage",
         "resilient.telemetry",

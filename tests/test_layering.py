@@ -29,6 +29,16 @@ LAYERS: dict[str, set[str]] = {
     },
     # A store over another library: the same as the stores.
     "interop/limits.py": {"resilient._gcra", "resilient._clock", "resilient._validate"},
+    # Adapters over a policy: the policy they plug into and the helpers below it.
+    "interop/tenacity.py": {"resilient._validate", "resilient.retry._backoff"},
+    "interop/pybreaker.py": {
+        "resilient._policy",
+        "resilient._task_local",
+        "resilient._validate",
+        "resilient.circuit_breaker._breaker",
+        "resilient.exceptions",
+        "resilient.telemetry._core",
+    },
 }
 
 

@@ -102,3 +102,22 @@ async def check_the_httpx_transport_is_an_httpx_transport() -> None:
     assert_type(host, Host)
     assert_type(host.breaker, CircuitBreaker | None)
     await client.aclose()
+
+
+async def check_the_interop_adapters_keep_types() -> None:
+    import pybreaker
+    import tenacity
+
+    from resilient.interop.pybreaker import PyBreakerPolicy
+    from resilient.interop.tenacity import TenacityBackoff
+
+    backoff = TenacityBackoff(
+        tenacity.wait_exponential(max=5) + tenacity.wait_random(0, 1),
+        stop=tenacity.stop_after_delay(30) | tenacity.stop_after_attempt(5),
+    )
+    assert_type(await Retry(attempts=10, backoff=backoff).call(fetch, 1), dict[str, int])
+    guarded = PyBreakerPolicy(pybreaker.CircuitBreaker())
+    assert_type(await guarded(fetch)(1, fresh=True), dict[str, int])
+    assert_type(await Pipeline(guarded, Timeout(1)).call(fetch, 2), dict[str, int])
+    async with guarded as policy:
+        assert_type(policy, PyBreakerPolicy)

@@ -4,7 +4,16 @@
   strategy (fixed window, moving window, sliding window counter) on a `limits` async
   storage. Needs the `limits` extra: `pip install 'resilient-patterns[limits]'`.
 
-Adapters for tenacity and pybreaker are coming. Each adapter is its own module, imported
+- `resilient.interop.tenacity`: `TenacityBackoff`, a `Backoff` that waits and stops with
+  tenacity's `wait_*` and `stop_*` strategies inside a `Retry`. Needs the `tenacity` extra:
+  `pip install 'resilient-patterns[tenacity]'`.
+
+- `resilient.interop.pybreaker`: `PyBreakerPolicy`, a policy that runs an existing
+  `pybreaker.CircuitBreaker` correctly around async calls (as a decorator, with `.call()`,
+  `async with`, or as a `Pipeline` stage). Needs the `pybreaker` extra:
+  `pip install 'resilient-patterns[pybreaker]'`.
+
+Each adapter is its own module, imported
 only when used, so importing `resilient.interop` needs none of these libraries.
 """
 

@@ -6,11 +6,11 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterator
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from resilient._validate import check_non_negative, check_positive, short_repr
 
-__all__ = ("Backoff", "Jitter")
+__all__ = ("Backoff", "Jitter", "Planner")
 
 #: The jitter strategies `Backoff` offers.
 Jitter: TypeAlias = Literal["full", "equal", "decorrelated", "none"]
@@ -23,6 +23,29 @@ _JITTER_CODES: Final = {
     "equal": _EQUAL,
     "decorrelated": _DECORRELATED,
 }
+
+
+class Planner(Protocol):
+    """A backoff that plans each retry itself: `Retry` binds a backoff's `_plan_retry`
+    method, when it has one, and asks it instead of `delay()`.
+
+    It is called with the number of attempts made, the previous delay (`None` before the
+    first retry), the last attempt's error (or `None` when `on_result` rejected `result`),
+    the seconds since the call began and the seconds slept so far. It returns the delay
+    before the next attempt, or a text saying why retrying stops (`Retry` adds it to the
+    error's note, after "gave up after N attempts").
+    """
+
+    def __call__(
+        self,
+        attempts: int,
+        previous: float | None,
+        error: BaseException | None,
+        result: Any,
+        elapsed: float,
+        slept: float,
+        /,
+    ) -> float | str: ...
 
 
 class Backoff:

@@ -26,7 +26,7 @@ from resilient._validate import (
     check_positive_int,
     short_repr,
 )
-from resilient.retry._backoff import Backoff
+from resilient.retry._backoff import Backoff, Planner
 from resilient.retry._budget import OWN_BUDGET, OwnBudget, RetryBudget, check_budget
 from resilient.telemetry._core import QUIET, CallRecord, PolicyTelemetry, outcome_of
 from resilient.telemetry._spec import Effect, EventSpec, Instrument
@@ -54,7 +54,8 @@ ATTEMPT_STARTED: Final = EventSpec(SPAN_ATTEMPT, span_event=False, effects=(Effe
 SCHEDULED: Final = EventSpec("resilient.retry.scheduled")
 #: The retry budget refused the next attempt.
 BUDGET_EXHAUSTED: Final = EventSpec("resilient.retry.budget_exhausted")
-#: Retrying stopped: `resilient.retry.reason` says why (exhausted, deadline, max_duration).
+#: Retrying stopped: `resilient.retry.reason` says why (exhausted, deadline, max_duration,
+#: or stopped: a backoff that plans retries itself said stop).
 GAVE_UP: Final = EventSpec("resilient.retry.gave_up")
 
 
@@ -79,6 +80,8 @@ class RetryStatistics:
             enclosing `Timeout`'s deadline.
         max_duration_give_ups: failures because the next retry would start after
             `max_duration`.
+        stopped: failures because the backoff's own stop rule ended retrying (a
+            `resilient.interop.tenacity.TenacityBackoff` with a `stop` strategy).
 
     A call still running counts in `calls` and in none of the outcomes, so
     `calls == successes + failures + cancelled + <calls in flight>`.
@@ -98,12 +101,13 @@ class RetryStatistics:
     budget_exhausted: int
     deadline_give_ups: int
     max_duration_give_ups: int
+    stopped: int = 0
 
 
 class _Call:
     """The state of one call once it needs a retry (never allocated on the happy path)."""
 
-    __slots__ = ("attempt", "previous_delay", "record", "spent_at", "started")
+    __slots__ = ("attempt", "previous_delay", "record", "slept", "spent_at", "started")
 
     def __init__(self, started: float, record: CallRecord) -> None:
         self.started = started
@@ -111,6 +115,7 @@ class _Call:
         self.attempt = 1
         self.previous_delay: float | None = None
         self.spent_at: float | None = None
+        self.slept = 0.0  # the delays slept so far, in seconds
 
 
 class Retry(Policy):
@@ -136,8 +141,10 @@ class Retry(Policy):
         telemetry: `False` silences this policy's spans and metrics.
 
     When retrying stops, the last exception is re-raised as it was, with a note
-    (`BaseException.add_note`) saying why: attempts ran out, the budget refused, or the
-    next sleep would not end before `max_duration` or the enclosing `Timeout`'s deadline.
+    (`BaseException.add_note`) saying why: attempts ran out, the budget refused, the
+    backoff's stop rule said stop (tenacity's `stop_*` strategies, through
+    `resilient.interop.tenacity.TenacityBackoff`), or the next sleep would not end before
+    `max_duration` or the enclosing `Timeout`'s deadline.
     A sleep never runs past either: the policy gives up before starting it.
 
     Examples:
@@ -167,8 +174,10 @@ class Retry(Policy):
         "_failures",
         "_max_duration_give_ups",
         "_now",
+        "_planner",
         "_retries",
         "_should_retry",
+        "_stopped",
         "_successes",
         "_telemetry",
         "backoff",
@@ -196,6 +205,9 @@ class Retry(Policy):
         if not isinstance(backoff, Backoff):
             raise ValueError(f"backoff must be a Backoff, got {short_repr(backoff)}")
         self.backoff = backoff
+        # A backoff that plans retries itself (sees the outcome, may stop) is bound once
+        # here, so a plain Backoff's path through _plan pays nothing for the hook.
+        self._planner: Planner | None = getattr(backoff, "_plan_retry", None)
         self._should_retry = exception_filter(on, retry_rejected=False)
         self.on = on
         self.on_result = check_optional_callable(
@@ -215,7 +227,7 @@ class Retry(Policy):
         )
         self._calls = self._retries = self._successes = self._failures = self._cancelled = 0
         self._exhausted = self._budget_exhausted = 0
-        self._deadline_give_ups = self._max_duration_give_ups = 0
+        self._deadline_give_ups = self._max_duration_give_ups = self._stopped = 0
 
     def __repr__(self) -> str:
         return (
@@ -247,6 +259,7 @@ class Retry(Policy):
             budget_exhausted=self._budget_exhausted,
             deadline_give_ups=self._deadline_give_ups,
             max_duration_give_ups=self._max_duration_give_ups,
+            stopped=self._stopped,
         )
 
     # -- the decorator and .call() -------------------------------------------------------
@@ -356,7 +369,7 @@ class Retry(Policy):
             if error is not None and not self._retry_error(call, error):
                 self._finish(call, "failure", error)
                 raise error
-            delay = self._plan(call, error)
+            delay = self._plan(call, error, result=result)
             if delay is None:
                 if error is not None:
                     raise error
@@ -402,18 +415,26 @@ class Retry(Policy):
             self._finish(call, "cancelled")
             raise
         call.attempt += 1
+        call.slept += delay
         self._retries += 1
 
     # -- the decision, shared by both drivers --------------------------------------------
 
     def _plan(
-        self, call: _Call, error: Exception | None, min_delay: float | None = None
+        self,
+        call: _Call,
+        error: Exception | None,
+        min_delay: float | None = None,
+        *,
+        result: Any = None,
     ) -> float | None:
         """Decide whether attempt `call.attempt + 1` happens: its delay, or None to stop.
 
-        `min_delay` is a floor on the delay that the callee itself asked for (an HTTP
-        `Retry-After`): the retry never starts earlier, and when the floor does not fit
-        before `max_duration` or the deadline, retrying stops at once.
+        `error` is what the last attempt raised, or None when `on_result` rejected its
+        `result` (a backoff that plans retries itself sees either). `min_delay` is a floor
+        on the delay that the callee itself asked for (an HTTP `Retry-After`): the retry
+        never starts earlier, and when the floor does not fit before `max_duration` or the
+        deadline, retrying stops at once.
 
         On None the call is finished (statistics, telemetry) and `error`, when there is
         one, carries a note saying why retrying stopped.
@@ -423,6 +444,20 @@ class Retry(Policy):
             self._give_up(call, "exhausted", error, "")
             return None
         now = self._now()
+        planned: float | None = None
+        planner = self._planner
+        if planner is not None:
+            try:
+                plan = planner(
+                    done, call.previous_delay, error, result, now - call.started, call.slept
+                )
+            except BaseException as exc:
+                self._finish(call, outcome_of(exc), exc)
+                raise
+            if isinstance(plan, str):
+                self._give_up(call, "stopped", error, plan)
+                return None
+            planned = plan
         budget = self._budget
         if budget is not None and not budget.try_spend(now):
             self._give_up(
@@ -434,7 +469,7 @@ class Retry(Policy):
                 f"over {budget.window:g}s)",
             )
             return None
-        delay = self.backoff.delay(done, call.previous_delay)
+        delay = self.backoff.delay(done, call.previous_delay) if planned is None else planned
         if min_delay is not None and min_delay > delay:
             delay = min_delay
         why = ""
@@ -490,6 +525,8 @@ class Retry(Policy):
                 self._deadline_give_ups += 1
             elif outcome == "max_duration":
                 self._max_duration_give_ups += 1
+            elif outcome == "stopped":
+                self._stopped += 1
         record, call.record = call.record, QUIET  # a call is ended once
         if call.attempt > 1:
             # One attempt is what every call makes; only a retried call says how many it
@@ -558,7 +595,7 @@ class AttemptIterator:
             retry._finish(call, "failure")
             raise RuntimeError("each attempt from Retry.attempts() must be used as `with attempt:`")
         error, self._error = self._error, None
-        delay = retry._plan(call, error)
+        delay = retry._plan(call, error, result=current._result)
         if delay is None:
             self._state = _DONE
             if error is not None:
