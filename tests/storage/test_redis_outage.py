@@ -277,7 +277,11 @@ async def test_one_dead_cluster_master_sends_mostly_its_own_keys_to_the_policy(
     events: list[Event] = []
     subscription = resilient.telemetry.subscribe(events.append)
     try:
-        await limiter.acquire("warm-up")  # the client learns the topology
+        # The client learns the topology and connects to every master (on a loaded
+        # machine the first round trips may take longer than the store's timeout).
+        await client.initialize()
+        for node in client.get_primaries():
+            await client.ping(target_nodes=node)
         owners: dict[int, list[str]] = {}
         for i in range(300):
             slot = client.keyslot(store._key(f"k{i}"))
