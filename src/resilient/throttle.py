@@ -22,6 +22,7 @@ from typing import Any, Final
 from resilient._admission import AdmissionPolicy
 from resilient._clock import Clock
 from resilient._on import On, exception_filter
+from resilient._policy import given_arguments
 from resilient._task_local import TaskLocalStack
 from resilient._validate import (
     check_bool,
@@ -186,6 +187,7 @@ class AdaptiveThrottle(AdmissionPolicy):
         "_clock",
         "_core",
         "_entries",
+        "_given",
         "_now",
         "_random",
         "_refused",
@@ -217,6 +219,7 @@ class AdaptiveThrottle(AdmissionPolicy):
         rng: random.Random | None = None,
         telemetry: bool = True,
     ) -> None:
+        self._given = given_arguments(AdaptiveThrottle.__init__, locals())
         if (
             not isinstance(k, int | float)
             or isinstance(k, bool)

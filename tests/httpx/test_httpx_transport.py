@@ -3,9 +3,11 @@ not, server signals, and what is left behind."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -17,6 +19,7 @@ import pytest
 from upstream import Upstream
 
 from resilient import (
+    AdaptiveThrottle,
     Backoff,
     Bulkhead,
     Chaos,
@@ -27,6 +30,7 @@ from resilient import (
     RateLimiter,
     Retry,
     RetryBudget,
+    ThrottledError,
     TimeoutExceeded,
 )
 from resilient.httpx import ResilientTransport
@@ -597,3 +601,47 @@ async def test_chaos_injects_a_fault_that_is_classified_like_a_real_one(
         # The injected connect error means the POST never left: it is retried.
         response = await http.post(path, content=b"order")
     assert (response.text, upstream.hits[path]) == ("ok 1", 1)
+
+
+# -- adaptive throttling per host ----------------------------------------------------------------
+
+
+async def test_a_host_that_refuses_most_attempts_is_throttled_before_they_go_out(
+    upstream: Upstream, path: str
+) -> None:
+    # The upstream answers 503 to every request; the throttle (k=2) lets through about
+    # what it could accept at twice its acceptance, here none, down to 1 - max_reject.
+    throttle = AdaptiveThrottle(min_requests=10, max_reject=0.8, rng=random.Random(3))
+    transport = ResilientTransport(retry=None, breaker=None, throttle=throttle)
+    outcomes: Counter[str] = Counter()
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.url) as http:
+        for _ in range(200):
+            try:
+                response = await http.get(f"{path}?always=1&code=503")
+                outcomes[str(response.status_code)] += 1
+            except ThrottledError:
+                outcomes["throttled"] += 1
+    sent = upstream.hits[path]
+    assert outcomes["503"] == sent
+    assert outcomes["throttled"] == 200 - sent
+    # The SRE formula: (requests - 2 * accepts) / (requests + 1), capped at 0.8.
+    assert 0.15 * 200 < sent < 0.4 * 200
+    host = transport.host(upstream.url)
+    assert host.throttle is not None
+    assert host.throttle is not throttle
+    assert host.throttle.name == host.name
+
+
+async def test_a_throttle_counts_answers_as_accepted_and_never_throttles_a_healthy_host(
+    upstream: Upstream, path: str
+) -> None:
+    throttle = AdaptiveThrottle(min_requests=5)
+    async with client(upstream, throttle=throttle) as http:
+        statuses = [(await http.get(f"{path}?always=1&code=404")).status_code for _ in range(50)]
+    assert statuses == [404] * 50
+    assert upstream.hits[path] == 50
+
+
+def test_a_throttle_must_be_an_adaptive_throttle() -> None:
+    with pytest.raises(ValueError, match="throttle must be a AdaptiveThrottle"):
+        ResilientTransport(throttle=0.5)  # type: ignore[arg-type]

@@ -22,9 +22,11 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in deve
 
 from resilient.httpx._classify import BREAKER_FAILURE_STATUS_CODES as BREAKER_FAILURE_STATUS_CODES
 from resilient.httpx._classify import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+from resilient.httpx._classify import REFUSAL_STATUS_CODES as REFUSAL_STATUS_CODES
 from resilient.httpx._classify import TRANSIENT_STATUS_CODES as TRANSIENT_STATUS_CODES
 from resilient.httpx._classify import is_breaker_failure as is_breaker_failure
 from resilient.httpx._classify import is_breaker_failure_response as is_breaker_failure_response
+from resilient.httpx._classify import is_refusal_response as is_refusal_response
 from resilient.httpx._classify import is_transient_error as is_transient_error
 from resilient.httpx._classify import is_transient_response as is_transient_response
 from resilient.httpx._classify import may_resend as may_resend
@@ -36,11 +38,13 @@ __all__ = (  # noqa: RUF022 - sorted() order, as tests/test_exported_members.py 
     "BREAKER_FAILURE_STATUS_CODES",
     "Host",
     "IDEMPOTENT_METHODS",
+    "REFUSAL_STATUS_CODES",
     "ResilientTransport",
     "STREAM",
     "TRANSIENT_STATUS_CODES",
     "is_breaker_failure",
     "is_breaker_failure_response",
+    "is_refusal_response",
     "is_transient_error",
     "is_transient_response",
     "may_resend",

@@ -12,10 +12,12 @@ from resilient.exceptions import TimeoutExceeded
 __all__ = (
     "BREAKER_FAILURE_STATUS_CODES",
     "IDEMPOTENT_METHODS",
+    "REFUSAL_STATUS_CODES",
     "TRANSIENT_STATUS_CODES",
     "is_breaker_failure",
     "is_breaker_failure_response",
     "is_never_sent",
+    "is_refusal_response",
     "is_replayable",
     "is_transient_error",
     "is_transient_response",
@@ -30,6 +32,10 @@ TRANSIENT_STATUS_CODES: Final = frozenset({408, 429, 500, 502, 503, 504})
 #: not one (the upstream works and asks for less traffic: the cooldown slows down to it),
 #: nor 408 (the connection was idle too long, not the upstream's failure).
 BREAKER_FAILURE_STATUS_CODES: Final = frozenset({500, 502, 503, 504})
+
+#: Statuses by which an upstream turns a request away for want of capacity: what an
+#: `AdaptiveThrottle` in the transport counts as not accepted.
+REFUSAL_STATUS_CODES: Final = frozenset({429, 503})
 
 #: Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -82,6 +88,19 @@ def is_breaker_failure_response(response: httpx.Response) -> bool:
         False
     """
     return response.status_code in BREAKER_FAILURE_STATUS_CODES
+
+
+def is_refusal_response(response: httpx.Response) -> bool:
+    """True when `response` is the upstream turning the request away for want of capacity
+    (429, 503): what a host's `AdaptiveThrottle` counts as not accepted.
+
+    Examples:
+        >>> is_refusal_response(httpx.Response(429))
+        True
+        >>> is_refusal_response(httpx.Response(500))
+        False
+    """
+    return response.status_code in REFUSAL_STATUS_CODES
 
 
 def is_breaker_failure(error: BaseException) -> bool:

@@ -29,6 +29,7 @@ from resilient.httpx._classify import (
     is_breaker_failure,
     is_breaker_failure_response,
     is_never_sent,
+    is_refusal_response,
     is_transient_error,
     is_transient_response,
     may_resend,
@@ -38,6 +39,7 @@ from resilient.retry import Retry
 from resilient.retry._retry import ATTEMPT_STARTED, ATTR_ATTEMPT, SPAN_ATTEMPT, _Call
 from resilient.telemetry import _otel
 from resilient.telemetry._core import QUIET, CallRecord
+from resilient.throttle import AdaptiveThrottle
 from resilient.timeout import Timeout
 
 __all__ = ("STREAM", "Host", "ResilientTransport")
@@ -80,6 +82,7 @@ class Host:
             is not its scheme's default. Each copy of a template is named after it.
         limiter: this host's `RateLimiter`, or None.
         breaker: this host's `CircuitBreaker`, or None.
+        throttle: this host's `AdaptiveThrottle`, or None.
         bulkhead: this host's `Bulkhead`, or None.
         paused_until: the clock reading until which calls to this host wait, because it
             sent `Retry-After` with a 429 or 503, or `RateLimit` with no quota left
@@ -101,12 +104,14 @@ class Host:
         "limiter",
         "name",
         "paused_until",
+        "throttle",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.limiter: RateLimiter | None = None
         self.breaker: CircuitBreaker | None = None
+        self.throttle: AdaptiveThrottle | None = None
         self.bulkhead: Bulkhead | None = None
         #: The clock reading until which calls to this host wait (a shared cooldown).
         self.paused_until = float("-inf")
@@ -137,7 +142,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     4. a per-host `CircuitBreaker` (`breaker`: 50 % failures over 30 s, at least 20 calls,
        a 5 s break doubling to 60 s);
     5. a per-host `Bulkhead` (`bulkhead`, off unless given);
-    6. an attempt `Timeout` of `attempt_timeout` seconds (10 s) for each attempt, body
+    6. a per-host `AdaptiveThrottle` (`throttle`, off unless given);
+    7. an attempt `Timeout` of `attempt_timeout` seconds (10 s) for each attempt, body
        included.
 
     A `hedge` runs around each attempt, inside the breaker and the bulkhead (an attempt
@@ -163,6 +169,14 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             `timeout`. Default 10.0.
         bulkhead: a `Bulkhead` template (a copy per host), or None (off, the default).
         limiter: a `RateLimiter` template (a copy per host), or None (off, the default).
+        throttle: an `AdaptiveThrottle` template (a copy per host), or None (off, the
+            default): client-side throttling (Google SRE's "Handling Overload"). Once a
+            host turns many attempts away, a share of the next ones fail at once with
+            `ThrottledError` without going out, in proportion to how many it refuses. A
+            template left with the default `on_result` counts 429 and 503 responses as
+            refusals (`is_refusal_response`); with the default `on`, errors count as
+            answers, not refusals. It sits inside the breaker and the bulkhead, so their
+            own rejections never count against the host.
         hedge: a `Hedge`, or None (off, the default): while an attempt is slower than its
             delay, another copy of the request goes out, and the first acceptable answer
             wins. Only requests that are safe to send twice are hedged (the rules of safe
@@ -240,6 +254,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         attempt_timeout: float | None = 10.0,
         bulkhead: Bulkhead | None = None,
         limiter: RateLimiter | None = None,
+        throttle: AdaptiveThrottle | None = None,
         hedge: Hedge | None = None,
         chaos: Chaos | None = None,
         per_host: bool = True,
@@ -280,6 +295,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self.breaker: CircuitBreaker | None = _check_policy("breaker", breaker, CircuitBreaker)
         self.bulkhead: Bulkhead | None = _check_policy("bulkhead", bulkhead, Bulkhead)
         self.limiter: RateLimiter | None = _check_policy("limiter", limiter, RateLimiter)
+        self.throttle: AdaptiveThrottle | None = _check_policy(
+            "throttle", throttle, AdaptiveThrottle
+        )
 
         retry_ = self.retry
         self._retry_error: Callable[[Exception], bool] = is_transient_error
@@ -314,7 +332,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             f"ResilientTransport({self._transport!r}, retry={self.retry!r}, "
             f"breaker={self.breaker!r}, timeout={self.timeout!r}, "
             f"attempt_timeout={self.attempt_timeout!r}, bulkhead={self.bulkhead!r}, "
-            f"limiter={self.limiter!r}, per_host={self.per_host!r})"
+            f"limiter={self.limiter!r}, throttle={self.throttle!r}, per_host={self.per_host!r})"
         )
 
     # -- the hosts -------------------------------------------------------------------------
@@ -353,20 +371,27 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 if breaker._given.get("on_result") is None:
                     overrides["on_result"] = is_breaker_failure_response
                 host.breaker = breaker._replicate(name, **overrides)
+            throttle = self.throttle
+            if throttle is not None:
+                refusals: dict[str, Any] = {}
+                if throttle._given.get("on_result") is None:
+                    refusals["on_result"] = is_refusal_response
+                host.throttle = throttle._replicate(name, **refusals)
         else:
             shared = self._shared
             if shared is None:
                 shared = self._shared = Host("*")
                 shared.limiter, shared.bulkhead = self.limiter, self.bulkhead
-                shared.breaker = self.breaker
-            host.limiter, host.bulkhead, host.breaker = (
+                shared.breaker, shared.throttle = self.breaker, self.throttle
+            host.limiter, host.bulkhead, host.breaker, host.throttle = (
                 shared.limiter,
                 shared.bulkhead,
                 shared.breaker,
+                shared.throttle,
             )
         send = self._send if self.chaos is None else self._chaos_send()
         wire = send if self._per_attempt is None else _chain((self._per_attempt,), send)
-        admission = tuple(p for p in (host.breaker, host.bulkhead) if p)
+        admission = tuple(p for p in (host.breaker, host.bulkhead, host.throttle) if p)
         host.attempt = _chain(admission, wire)
         # The hedge sits inside the breaker and the bulkhead: an attempt is admitted once
         # (a half-open breaker's one probe, one bulkhead slot) however many copies of it
