@@ -223,6 +223,8 @@ def write_docs(
     measured = results is not None
     if results is None:
         results = old_results.strip() or "Not measured yet."
+    elif old_results.strip() and old_results.strip() != "Not measured yet.":
+        results = merge_results(old_results.strip(), results)
     if redis is None:
         redis = old_redis.strip() or "Not measured yet."
     if scaling is None:
@@ -236,6 +238,53 @@ def write_docs(
         f"{SCALING_INTRO}\n{SCALING_MARKER}{scaling}\n",
         encoding="utf-8",
     )
+
+
+def merge_results(old: str, new: str) -> str:
+    """The per-call results of a run of some groups, merged into the page's: the groups
+    measured now replace their sections and goal rows, the others keep theirs, and the
+    environment line of each run that still has results on the page stays."""
+
+    def parse(text: str) -> tuple[list[str], list[list[str]], list[list[str]], list[str]]:
+        head, *parts = text.split("\n\n### ")
+        goals = parts[0] if parts and parts[0].startswith("Goals") else ""
+        sections = ["### " + part for part in parts if part is not goals]
+        table = [
+            [cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in goals.splitlines()
+            if line.startswith("|")
+        ]
+        envs = [env for env in head.split("\n\n") if env.strip()]
+        return envs, table[:2], table[2:], sections
+
+    old_envs, old_header, old_rows, old_sections = parse(old)
+    new_envs, header, new_rows, new_sections = parse(new)
+    if not old_header or not header:  # not tables of this page's making: the new ones win
+        return new
+    replaced = {section.splitlines()[0] for section in new_sections}
+    regrouped = {row[0] for row in new_rows}
+    kept_rows = [row for row in old_rows if row[0] not in regrouped]
+    sections = [sec for sec in old_sections if sec.splitlines()[0] not in replaced]
+    commands = {env.partition("command: ")[2].partition(";")[0] for env in new_envs}
+    envs = [
+        env for env in old_envs if env.partition("command: ")[2].partition(";")[0] not in commands
+    ]
+    width = max(len(row) for row in [*header[:1], *kept_rows, *new_rows])
+    if len(header[0]) < width:  # a run without --processes: no range column
+        header = [
+            [*row[:3], "" if i else "range over processes", *row[3:]]
+            for i, row in enumerate(header)
+        ]
+        header[1][3] = "---:"
+    rows = [
+        row if len(row) == width else [*row[:3], "", *row[3:]] for row in [*kept_rows, *new_rows]
+    ]
+    met = sum(row[-1].startswith("yes") for row in rows)
+    missed = sum(row[-1].startswith("**no**") for row in rows)
+    table = "\n".join("| " + " | ".join(row) + " |" for row in [*header, *rows])
+    tally = f"{met} met, {missed} missed, {len(rows) - met - missed} not measured."
+    goals = f"### Goals\n\n{table}\n\n{tally}"
+    return "\n\n".join([*envs, *new_envs, goals, *sections, *new_sections])
 
 
 def scaling_results(results: Sequence[GroupResult], env_line: str, *, what: str = "Scaling") -> str:

@@ -3,6 +3,7 @@ not, server signals, and what is left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import subprocess
@@ -548,6 +549,17 @@ def test_without_http_sf_reading_ratelimit_names_the_extra() -> None:
     assert "pip install 'resilient-patterns[httpx]'" in run_without("http_sf", code)
 
 
+async def test_attempts_that_all_time_out_raise_the_attempt_timeout_not_the_total(
+    upstream: Upstream, path: str
+) -> None:
+    retry = Retry(attempts=2, backoff=FAST)
+    async with client(upstream, retry=retry, attempt_timeout=0.1, timeout=30) as http:
+        with pytest.raises(TimeoutExceeded) as caught:
+            await http.get(f"{path}?always=1&mode=hang&delay=1")
+    assert caught.value.timeout == 0.1
+    assert upstream.hits[path] == 2
+
+
 # -- hedging and fault injection ---------------------------------------------------------------
 
 
@@ -565,6 +577,64 @@ async def test_a_slow_get_is_hedged_and_the_first_answer_wins(
     breaker = transport.host(upstream.url).breaker
     assert breaker is not None
     assert breaker.metrics().calls == 1
+
+
+async def test_a_quick_answer_sends_no_hedge(upstream: Upstream, path: str) -> None:
+    async with client(upstream, hedge=Hedge(0.5)) as http:
+        response = await http.get(path)
+    assert (response.text, upstream.hits[path]) == ("ok 1", 1)
+
+
+async def test_a_hedge_that_loses_is_cancelled_when_the_primary_answers(
+    upstream: Upstream, path: str
+) -> None:
+    # Both copies take 0.2 s: the primary, sent 0.05 s before the hedge, answers first.
+    hedge = Hedge(0.05)
+    async with client(upstream, hedge=hedge) as http:
+        tasks = asyncio.all_tasks()
+        response = await http.get(f"{path}?fail=2&mode=hang&delay=0.2")
+        assert response.text == "late"
+        assert upstream.hits[path] == 2
+        await asyncio.sleep(0)
+        assert asyncio.all_tasks() - tasks == set()  # the losing copy is not left running
+
+
+async def test_a_hedge_the_budget_refuses_is_never_sent(upstream: Upstream, path: str) -> None:
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0)
+    async with client(upstream, retry=None, hedge=Hedge(0.05, budget=budget)) as http:
+        response = await http.get(f"{path}?fail=1&mode=hang&delay=0.3")
+    assert (response.text, upstream.hits[path]) == ("late", 1)
+
+
+async def test_cancelling_a_hedged_call_leaves_no_copy_running(
+    upstream: Upstream, path: str
+) -> None:
+    async with client(upstream, hedge=Hedge(0.05), attempt_timeout=5) as http:
+        tasks = asyncio.all_tasks()
+        with anyio.move_on_after(0.3):
+            await http.get(f"{path}?always=1&mode=hang&delay=3")
+        await asyncio.sleep(0)
+        assert asyncio.all_tasks() - tasks == set()
+    assert upstream.hits[path] == 2  # the primary and one hedge went out, both cancelled
+
+
+async def test_one_hedge_shared_by_many_concurrent_calls(upstream: Upstream, path: str) -> None:
+    # 60 calls at once through one transport and one Hedge (within httpx's pool of 100
+    # connections): every 10th call's first request hangs, and its hedge answers instead.
+    hedge = Hedge(0.1, budget=None)
+    async with client(upstream, hedge=hedge, attempt_timeout=5) as http:
+
+        async def get(i: int) -> str:
+            mode = "&mode=hang&delay=2&fail=1" if i % 10 == 0 else ""
+            response = await http.get(f"{path}/{i}?x=1{mode}")
+            return response.text
+
+        started = anyio.current_time()
+        texts = await asyncio.gather(*(get(i) for i in range(60)))
+        elapsed = anyio.current_time() - started
+    assert all(text.startswith("ok") for text in texts)
+    assert elapsed < 2.0  # no call waited for a hanging copy
+    assert sum(upstream.hits[f"{path}/{i}"] for i in range(60)) == 60 + 6  # six hedges
 
 
 async def test_a_post_without_a_key_is_never_hedged(upstream: Upstream, path: str) -> None:

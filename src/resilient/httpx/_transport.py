@@ -452,6 +452,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         try:
             return await total.call(self._retrying, request, host, retry, call, record, first)
         except TimeoutExceeded as exc:
+            if exc.timeout is not total.seconds:
+                raise  # an attempt's own timeout, the last one retrying allowed
             # Say what the user set: the time since the call began, not what was left.
             raise TimeoutExceeded(
                 f"call timed out after {seconds:g}s", timeout=seconds
