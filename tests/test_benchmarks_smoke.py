@@ -217,3 +217,33 @@ def test_the_interop_adapters_benchmark_runs() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| **PyBreakerPolicy(breaker)** |" in proc.stdout
     assert "| **Retry(backoff=TenacityBackoff(" in proc.stdout
+
+
+def _results(env: str, groups: dict[str, str]) -> str:
+    header = "| group | goal | ratio | met? |\n|---|---|---:|---|"
+    rows = "\n".join(f"| {g} | {g} goal | 0.5x | {met} |" for g, met in groups.items())
+    sections = "\n\n".join(f"### {g}\n\n{g} table" for g in groups)
+    return f"{env}\n\n### Goals\n\n{header}\n{rows}\n\n1 met.\n\n{sections}"
+
+
+def test_a_run_of_some_groups_replaces_only_theirs_in_the_results(benchmarks_path: Path) -> None:
+    import run
+
+    old = _results("run 1; command: `run --only a,b`; seed 1", {"A": "yes", "B": "**no**"})
+    new = _results("run 2; command: `run --only b,c`; seed 2", {"B": "yes", "C": "yes"})
+    merged = run.merge_results(old, new)
+    assert merged.index("run 1") < merged.index("run 2") < merged.index("### Goals")
+    assert [line.split("|")[1].strip() for line in merged.splitlines() if " goal |" in line][
+        1:
+    ] == [
+        "A",
+        "B",
+        "C",
+    ]
+    assert "3 met, 0 missed, 0 not measured." in merged
+    assert merged.count("### B") == 1
+    assert merged.index("### A") < merged.index("### B") < merged.index("### C")
+    # The same command again: its older environment line goes.
+    again = run.merge_results(merged, new.replace("run 2", "run 3"))
+    assert "run 2" not in again
+    assert "run 1" in again
