@@ -50,7 +50,9 @@ def _http_sf() -> Any:
         import http_sf
     except ImportError as exc:  # pragma: no cover - the extra is installed in development
         raise ImportError(
-            "the RateLimit fields need the http-sf package: pip install 'resilient-patterns[httpx]'"
+            "the RateLimit fields need the http-sf package: pip install "
+            "'resilient-patterns[httpx]' (the transport) or 'resilient-patterns[asgi]' "
+            "(the middleware)"
         ) from exc
     return http_sf
 
