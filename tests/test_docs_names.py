@@ -37,7 +37,6 @@ SRC = ROOT / "src" / "resilient"
 COMING_NAMES = (
     "resilient.interop.tenacity",
     "resilient.interop.pybreaker",
-    "RateLimitMiddleware",
 )
 
 #: Words in prose for the same parts.
@@ -273,7 +272,7 @@ def test_the_checks_see_names_promises_and_markers() -> None:
     assert not resolves("resilient.no_such_module.Thing")
     assert "resilient.retry.attempt" in emitted_telemetry_names()
     assert "resilient.pipeline" in emitted_telemetry_names()
-    assert is_coming("resilient.asgi.RateLimitMiddleware")
+    assert is_coming("resilient.interop.tenacity.wait_strategy")
     assert not is_coming("resilient.load_shedder_that_exists")
     said = Section("p", "The `resilient.interop.tenacity` waits.\n\nIt is coming.")
     assert list(promises(said)) == [
@@ -283,8 +282,8 @@ def test_the_checks_see_names_promises_and_markers() -> None:
         "p", "The `resilient.interop.tenacity` waits are coming:\n| a | b |\n| RedisStore | |"
     )
     assert list(promises(said)) == []
-    code = "```python\nfrom resilient.asgi import RateLimitMiddleware\n\nx = 1\n```"
-    assert list(promises(Section("p", code))) == ["RateLimitMiddleware"]
+    code = "```python\nfrom resilient.interop.tenacity import wait\n\nx = 1\n```"
+    assert list(promises(Section("p", code))) == ["resilient.interop.tenacity"]
     assert list(promises(Section("p", "Coming soon.\n\n" + code))) == []
     page = "Intro.\n# A\n\n```python\n# not a heading\n```\n\n## B\n\nMore.\n"
     assert [(s.where, s.text.count("heading")) for s in markdown_sections("p.md", page)] == [
