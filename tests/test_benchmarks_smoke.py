@@ -203,3 +203,14 @@ def test_quick_hedge_and_tail_benchmarks_report_their_goals() -> None:
     assert "### Hedging a heavy tail" in proc.stdout
     assert "| serves 20 % of demand |" in proc.stdout
     assert "adaptive hedge cuts p99 by >= 3x" in proc.stdout
+
+
+def test_quick_asgi_ratelimit_benchmark_serves_every_case() -> None:
+    # slowapi is a bench-only peer: without it its rows are named as not installed.
+    proc = run_bench("--quick", "--only", "asgi_ratelimit", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| case | req/s | req/s vs bare app (paired) | answered 200 |" in proc.stdout
+    for row in ("| Starlette app, no limiter |", "| resilient RateLimitMiddleware (memory) |"):
+        assert row in proc.stdout
+    assert "RateLimitMiddleware (memory) req/s >= 0.95x the bare app" in proc.stdout
+    assert "100.0%" in proc.stdout  # a healthy app: every request admitted
