@@ -11,9 +11,9 @@ from typing import Any, Final
 
 from resilient._gcra import Decision
 from resilient._ratelimit_fields import (
-    RateLimitItem,
+    MAX_INTEGER,
     RateLimitPolicyItem,
-    format_ratelimit,
+    RateLimitWriter,
     format_ratelimit_policy,
     format_retry_after,
 )
@@ -25,7 +25,7 @@ from resilient.asgi._types import ASGIApp, Message, Receive, Scope, Send
 from resilient.exceptions import StorageUnavailableError
 from resilient.rate_limit import RateLimiter
 from resilient.rate_limit._limiter import _DECISION_ATTRS, ALLOWED, DECIDED, REJECTED
-from resilient.telemetry._core import CallRecord
+from resilient.telemetry._core import QUIET, CallRecord
 from resilient.telemetry._spec import EventSpec
 
 __all__ = ("RateLimitMiddleware", "rate_limit_dependency")
@@ -38,9 +38,6 @@ LIMITED: Final = EventSpec("resilient.rate_limit.limited")
 #: Longest key kept as it is, in characters: a longer one is replaced by its digest, so a
 #: huge key costs a store no more memory than a short one.
 MAX_KEY_LENGTH: Final = 256
-
-#: Most distinct `RateLimit` values kept formatted; a full cache starts again empty.
-_FIELD_CACHE: Final = 4096
 
 #: Retry-After of a request refused because the store could not be reached.
 _STORE_DOWN_RETRY: Final = 1
@@ -78,7 +75,8 @@ class _Quota:
     def policy(self) -> RateLimitPolicyItem:
         # The bucket as a quota: `burst` requests, whole again `burst * per / rate`
         # seconds after it was emptied (the long-run rate is exactly q / w).
-        return RateLimitPolicyItem(self.name, self.burst, max(1, math.ceil(self._full())))
+        window = min(MAX_INTEGER, max(1, math.ceil(self._full())))
+        return RateLimitPolicyItem(self.name, min(self.burst, MAX_INTEGER), window)
 
     def _full(self) -> float:
         return self.burst * self.interval
@@ -140,7 +138,7 @@ def _check_limiters(limiters: Any) -> tuple[RateLimiter, ...]:
 class _Limits:
     """The decision shared by the middleware and the route dependency."""
 
-    __slots__ = ("_cache", "_policy", "_proxies", "key", "quotas")
+    __slots__ = ("_policy", "_proxies", "_writer", "key", "quotas")
 
     def __init__(
         self,
@@ -158,7 +156,7 @@ class _Limits:
             _RATELIMIT_POLICY,
             format_ratelimit_policy([quota.policy() for quota in self.quotas]).encode("ascii"),
         )
-        self._cache: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}
+        self._writer = RateLimitWriter(quota.name for quota in self.quotas)
 
     def key_of(self, scope: Scope) -> str | None:
         if self._proxies:
@@ -172,18 +170,8 @@ class _Limits:
             raise TypeError(f"key(scope) must return a str or None, got {short_repr(key)}")
         return _bucket(key)
 
-    def _fields(self, items: tuple[tuple[int, int], ...]) -> list[tuple[bytes, bytes]]:
-        line = self._cache.get(items)
-        if line is None:
-            quotas = self.quotas
-            value = format_ratelimit(
-                RateLimitItem(quotas[i].name, r, t) for i, (r, t) in enumerate(items)
-            )
-            line = (_RATELIMIT, value.encode("ascii"))
-            if len(self._cache) >= _FIELD_CACHE:
-                self._cache.clear()
-            self._cache[items] = line
-        return [self._policy, line]
+    def _fields(self, items: Iterable[tuple[int, int]]) -> list[tuple[bytes, bytes]]:
+        return [self._policy, (_RATELIMIT, self._writer.format(items).encode("ascii"))]
 
     async def decide(self, key: str) -> Verdict:
         """Take a permit from every limiter, or from none: a refusal gives back what the
@@ -193,7 +181,16 @@ class _Limits:
         refused: tuple[_Quota, Decision] | None = None
         try:
             for quota in self.quotas:
-                decision = await self._acquire(quota, key)
+                if quota.telemetry.quiet():
+                    decision = await quota.store.acquire(
+                        quota.prefix + key,
+                        emission_interval=quota.interval,
+                        burst=quota.burst,
+                        cost=1,
+                        max_wait=0.0,
+                    )
+                else:
+                    decision = await self._acquire_recorded(quota, key)
                 if not decision.allowed:
                     refused = (quota, decision)
                     break
@@ -206,7 +203,7 @@ class _Limits:
             await self._give_back(key, granted)
             raise
         if refused is None:
-            return Verdict(self._fields(tuple(quota.item(d.remaining) for quota, d in granted)))
+            return Verdict(self._fields([quota.item(d.remaining) for quota, d in granted]))
         await self._give_back(key, granted)
         items = []
         for quota, decision in granted:
@@ -214,18 +211,12 @@ class _Limits:
             items.append((left, math.ceil((quota.burst - left) * quota.interval - 1e-9)))
         retry_after = refused[1].retry_after
         items.append((0, max(1, math.ceil(retry_after))))
-        return Verdict(self._fields(tuple(items)), retry_after=retry_after)
+        return Verdict(self._fields(items), retry_after=retry_after)
 
-    async def _acquire(self, quota: _Quota, key: str) -> Decision:
+    async def _acquire_recorded(self, quota: _Quota, key: str) -> Decision:
         record = quota.telemetry.start()
-        if record is None:
-            return await quota.store.acquire(
-                quota.prefix + key,
-                emission_interval=quota.interval,
-                burst=quota.burst,
-                cost=1,
-                max_wait=0.0,
-            )
+        if record is None:  # switched off since `quiet()` was asked
+            record = QUIET
         try:
             decision = await quota.store.acquire(
                 quota.prefix + key,
