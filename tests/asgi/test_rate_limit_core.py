@@ -202,3 +202,21 @@ def test_only_the_configured_proxy_header_is_read() -> None:
     trusted = TrustedProxies(("10.0.0.0/8",), ("x-forwarded-for",))
     forged = http_scope(client=("10.0.0.4", 1), headers=[(b"forwarded", b"for=6.6.6.6")])
     assert trusted.client(forged) is None
+
+
+async def test_an_apps_own_start_message_is_left_as_it_was() -> None:
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"1")]}
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)  # the same message on every request
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = RateLimitMiddleware(app, limiters=RateLimiter(5, name="n"))
+    for _ in range(2):
+        await middleware(http_scope(), Recorder().receive, send)
+    assert start["headers"] == [(b"x-app", b"1")]
+    assert [len(m["headers"]) for m in sent if m["type"] == "http.response.start"] == [3, 3]

@@ -375,7 +375,8 @@ class RateLimitMiddleware:
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *fields]
+                # A copy: an app may send the same start message every time.
+                message = {**message, "headers": [*message.get("headers", ()), *fields]}
             await send(message)
 
         await self.app(scope, receive, send_with_fields)
