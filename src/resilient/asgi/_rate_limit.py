@@ -86,7 +86,16 @@ class _Quota:
         left, when the next request fits (at most one emission interval away)."""
         if remaining <= 0:
             return 0, max(1, math.ceil(self.interval - 1e-9))
-        return remaining, math.ceil((self.burst - remaining) * self.interval - 1e-9)
+        return remaining, self._until_whole(remaining)
+
+    def refunded_item(self, remaining: int) -> tuple[int, int]:
+        """(r, t) once a permit taken with `remaining` left was given back."""
+        left = min(self.burst, remaining + 1)
+        return left, self._until_whole(left)
+
+    def _until_whole(self, remaining: int) -> int:
+        # At most this long: `remaining` is rounded down from the bucket's exact level.
+        return math.ceil((self.burst - remaining) * self.interval - 1e-9)
 
 
 class Verdict:
@@ -205,10 +214,7 @@ class _Limits:
         if refused is None:
             return Verdict(self._fields([quota.item(d.remaining) for quota, d in granted]))
         await self._give_back(key, granted)
-        items = []
-        for quota, decision in granted:
-            left = min(quota.burst, decision.remaining + 1)
-            items.append((left, math.ceil((quota.burst - left) * quota.interval - 1e-9)))
+        items = [quota.refunded_item(decision.remaining) for quota, decision in granted]
         retry_after = refused[1].retry_after
         items.append((0, max(1, math.ceil(retry_after))))
         return Verdict(self._fields(items), retry_after=retry_after)
