@@ -348,3 +348,23 @@ async def test_limited_requests_count_in_the_limiters_metrics(telemetry: Any) ->
         if e.name == "resilient.rate_limit.limited"
     ]
     assert len(limited) == 2
+
+
+async def test_the_dependency_answers_503_when_its_store_denies_while_down() -> None:
+    from redis_servers import free_port
+    from resilient.storage import RedisStore
+
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", on_unavailable="deny", timeout=0.2)
+    app = FastAPI()
+    limit = rate_limit_dependency(RateLimiter(5, store=down, name="down"))
+
+    @app.get("/", dependencies=[Depends(limit)])
+    async def index() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            response = await client.get("/")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert fields(response, "RateLimit-Policy") == {"down": {"q": 5, "w": 1}}

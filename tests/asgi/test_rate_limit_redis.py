@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -143,3 +144,34 @@ async def test_a_store_that_denies_while_down_answers_503() -> None:
     assert response.headers["retry-after"] == "1"
     assert "ratelimit-policy" in response.headers
     assert await local.remaining("127.0.0.1") == 10  # its permit was given back
+
+
+async def test_concurrent_requests_never_exceed_a_shared_limit(redis_url: str, prefix: str) -> None:
+    store = RedisStore(redis_url, prefix=prefix, on_unavailable="deny")
+
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiters=[
+            RateLimiter(100, per=3600, store=store, name="hourly"),
+            RateLimiter(5, per=60.0, store=store, name="minute"),
+        ],
+    )
+    with serve(app, proxy_headers=False) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            responses = await asyncio.gather(*(client.get("/") for _ in range(30)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 5
+    assert statuses.count(429) == 25
+    checker = RedisStore(redis_url, prefix=prefix)
+    try:
+        hourly = RateLimiter(100, per=3600, store=checker, name="hourly")
+        left = await hourly.remaining("127.0.0.1")
+    finally:
+        await checker.aclose()
+    # Each admitted request spent its permit; a refund lost to a concurrent request of the
+    # same client is at most one permit per refused request, and comes back with time.
+    assert 100 - 5 - 25 <= left <= 100 - 5
