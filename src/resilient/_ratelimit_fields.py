@@ -316,7 +316,12 @@ class RateLimitWriter:
     def format(self, items: Iterable[tuple[int, int]]) -> str:
         """The field value for `(r, t)` of the first policies, in order (non-negative
         whole numbers; larger than `MAX_INTEGER` is written as `MAX_INTEGER`)."""
-        return ", ".join(
-            f"{head}{min(r, MAX_INTEGER)};t={min(t, MAX_INTEGER)}"
-            for head, (r, t) in zip(self._heads, items, strict=False)
-        )
+        heads = self._heads
+        parts = []
+        for index, (r, t) in enumerate(items):
+            if r > MAX_INTEGER:
+                r = MAX_INTEGER
+            if t > MAX_INTEGER:
+                t = MAX_INTEGER
+            parts.append(f"{heads[index]}{r};t={t}")
+        return ", ".join(parts)
