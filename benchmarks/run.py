@@ -68,6 +68,7 @@ GROUPS: dict[str, str] = {
     "throughput": "group_throughput",
     "scaling": "group_scaling",
     "httpx": "group_httpx",
+    "asgi_ratelimit": "group_asgi_ratelimit",
 }
 
 ROOT = Path(__file__).resolve().parent.parent

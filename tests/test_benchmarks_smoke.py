@@ -247,3 +247,14 @@ def test_a_run_of_some_groups_replaces_only_theirs_in_the_results(benchmarks_pat
     again = run.merge_results(merged, new.replace("run 2", "run 3"))
     assert "run 2" not in again
     assert "run 1" in again
+
+
+def test_quick_asgi_ratelimit_benchmark_serves_every_case() -> None:
+    # slowapi is a bench-only peer: without it its rows are named as not installed.
+    proc = run_bench("--quick", "--only", "asgi_ratelimit", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| case | req/s | req/s vs bare app (paired) | answered 200 |" in proc.stdout
+    for row in ("| Starlette app, no limiter |", "| resilient RateLimitMiddleware (memory) |"):
+        assert row in proc.stdout
+    assert "RateLimitMiddleware (memory) req/s >= 0.95x the bare app" in proc.stdout
+    assert "100.0%" in proc.stdout  # a healthy app: every request admitted

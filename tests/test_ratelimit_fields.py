@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient._ratelimit_fields import (
+    MAX_INTEGER,
     RateLimitItem,
     RateLimitPolicyItem,
+    RateLimitWriter,
     format_http_date,
     format_ratelimit,
     format_ratelimit_policy,
@@ -103,3 +105,25 @@ def test_ratelimit_round_trips(members: list[tuple[str, int, int | None]]) -> No
 def test_ratelimit_policy_round_trips(members: list[tuple[str, int, int | None]]) -> None:
     items = [RateLimitPolicyItem(name, q, w) for name, q, w in members]
     assert parse_ratelimit_policy(format_ratelimit_policy(items)) == items
+
+
+# -- the writer a server uses on every response ----------------------------------------------
+
+_names = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+_counts = st.integers(min_value=0, max_value=MAX_INTEGER)
+
+
+@given(st.lists(st.tuples(_names, _counts, _counts), min_size=1, max_size=4))
+def test_writer_writes_what_the_codec_writes(items: list[tuple[str, int, int]]) -> None:
+    writer = RateLimitWriter([name for name, _, _ in items])
+    expected = format_ratelimit([RateLimitItem(name, r, t) for name, r, t in items])
+    assert writer.format([(r, t) for _, r, t in items]) == expected
+    assert parse_ratelimit(expected) == [RateLimitItem(name, r, t) for name, r, t in items]
+
+
+def test_writer_writes_the_first_policies_and_clamps_huge_numbers() -> None:
+    writer = RateLimitWriter(["a", 'quote"d'])
+    assert writer.format([(3, 1)]) == '"a";r=3;t=1'
+    assert writer.format([(2**60, 0), (0, 7)]) == (f'"a";r={MAX_INTEGER};t=0, "quote\\"d";r=0;t=7')
+    with pytest.raises(ValueError, match="policies must name at least one policy"):
+        RateLimitWriter([])

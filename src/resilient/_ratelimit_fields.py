@@ -26,8 +26,10 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Final
 
 __all__ = (
+    "MAX_INTEGER",
     "RateLimitItem",
     "RateLimitPolicyItem",
+    "RateLimitWriter",
     "format_http_date",
     "format_ratelimit",
     "format_ratelimit_policy",
@@ -41,6 +43,9 @@ __all__ = (
 #: The longest field value parsed, in characters: a longer one is ignored unread.
 MAX_FIELD_LENGTH: Final = 8192
 
+#: The largest Integer a structured field can carry (RFC 9651 §3.3.1): 15 digits.
+MAX_INTEGER: Final = 999_999_999_999_999
+
 #: delay-seconds is 1*DIGIT; a decimal fraction is tolerated (some servers send one).
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,50}(?:\.[0-9]{1,9})?")
 
@@ -50,7 +55,9 @@ def _http_sf() -> Any:
         import http_sf
     except ImportError as exc:  # pragma: no cover - the extra is installed in development
         raise ImportError(
-            "the RateLimit fields need the http-sf package: pip install 'resilient-patterns[httpx]'"
+            "the RateLimit fields need the http-sf package: pip install "
+            "'resilient-patterns[httpx]' (the transport) or 'resilient-patterns[asgi]' "
+            "(the middleware)"
         ) from exc
     return http_sf
 
@@ -270,3 +277,51 @@ def format_retry_after(seconds: float) -> str:
 def format_http_date(timestamp: float) -> str:
     """An HTTP-date (IMF-fixdate) for a wall-clock `timestamp`, for `Retry-After`."""
     return format_datetime(datetime.fromtimestamp(timestamp, UTC), usegmt=True)
+
+
+class RateLimitWriter:
+    """Writes `RateLimit` values for a fixed list of policies, on a server's hot path.
+
+    http-sf serialises each policy's item once, with its name and parameter keys, when the
+    writer is built; a value is then that structure with the Integers `r` and `t` filled in
+    (an Integer is its decimal digits, RFC 9651 §4.1.4), clamped to `MAX_INTEGER`. It is the
+    same text `format_ratelimit` writes, at the cost of a string join instead of a full
+    serialisation per response.
+
+    Args:
+        policies: the policy names, in the order their items are written.
+
+    Examples:
+        >>> writer = RateLimitWriter(["burst", "daily"])
+        >>> writer.format([(4, 1), (9999, 9)])
+        '"burst";r=4;t=1, "daily";r=9999;t=9'
+        >>> writer.format([(0, 12)]) == format_ratelimit([RateLimitItem("burst", 0, 12)])
+        True
+    """
+
+    __slots__ = ("_heads",)
+
+    def __init__(self, policies: Iterable[str]) -> None:
+        heads = []
+        for name in policies:
+            text = _serialise([_item(name, {"r": 0, "t": 0})])
+            # http-sf wrote the name (a String, escaped as it must be) and the keys in order.
+            if not text.endswith(";r=0;t=0"):  # pragma: no cover - a change in http-sf
+                raise RuntimeError(f"unexpected serialisation of a RateLimit item: {text!r}")
+            heads.append(text[: -len("0;t=0")])
+        if not heads:
+            raise ValueError("policies must name at least one policy")
+        self._heads = tuple(heads)
+
+    def format(self, items: Iterable[tuple[int, int]]) -> str:
+        """The field value for `(r, t)` of the first policies, in order (non-negative
+        whole numbers; larger than `MAX_INTEGER` is written as `MAX_INTEGER`)."""
+        heads = self._heads
+        parts = []
+        for index, (r, t) in enumerate(items):
+            if r > MAX_INTEGER:
+                r = MAX_INTEGER
+            if t > MAX_INTEGER:
+                t = MAX_INTEGER
+            parts.append(f"{heads[index]}{r};t={t}")
+        return ", ".join(parts)

@@ -14,8 +14,12 @@ import uvicorn
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
-    """Serve `app` on a free loopback port; yield its base URL; stop it on exit."""
+def serve(app: Any, *, lifespan: str = "off", proxy_headers: bool = True) -> Iterator[str]:
+    """Serve `app` on a free loopback port; yield its base URL; stop it on exit.
+
+    `proxy_headers=False` stops uvicorn from rewriting the client's address from
+    `X-Forwarded-For` itself (it trusts loopback peers by default).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -27,6 +31,7 @@ def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
         access_log=False,
         backlog=4096,
         timeout_graceful_shutdown=2,
+        proxy_headers=proxy_headers,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

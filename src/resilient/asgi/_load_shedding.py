@@ -18,6 +18,7 @@ from resilient._backend import (
     trio_module,
 )
 from resilient._validate import short_repr
+from resilient.asgi._paths import ExemptPaths
 from resilient.asgi._problem import retry_after_seconds, send_problem
 from resilient.asgi._types import ASGIApp, Message, Receive, Scope, Send
 from resilient.exceptions import LoadShedError
@@ -254,7 +255,7 @@ class LoadSheddingMiddleware:
         ```
     """
 
-    __slots__ = ("_exempt", "_prefixes", "_priority", "_sweeper", "app", "shedder")
+    __slots__ = ("_exempt", "_priority", "_sweeper", "app", "shedder")
 
     def __init__(
         self,
@@ -272,12 +273,7 @@ class LoadSheddingMiddleware:
             raise ValueError(
                 f"priority must be a function of the scope or None, got {short_repr(priority)}"
             )
-        if isinstance(exempt, str):
-            raise ValueError(f"exempt must be a collection of paths, got {short_repr(exempt)}")
-        paths = tuple(exempt)
-        for path in paths:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ValueError(f"exempt paths must start with '/', got {short_repr(path)}")
+        self._exempt = ExemptPaths(exempt)
         self.app = app
         self.shedder = LoadShedder(
             limit,
@@ -287,8 +283,6 @@ class LoadSheddingMiddleware:
             name="asgi",
         )
         self._priority = priority
-        self._exempt = frozenset(path.rstrip("/") or "/" for path in paths)
-        self._prefixes = tuple(path.rstrip("/") + "/" for path in paths)
         self._sweeper: _Sweeper | None = None
 
     def __repr__(self) -> str:
@@ -298,11 +292,9 @@ class LoadSheddingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._exempt:
-            path = scope.get("path", "")
-            if path in self._exempt or path.startswith(self._prefixes):
-                await self.app(scope, receive, send)
-                return
+        if self._exempt and scope in self._exempt:
+            await self.app(scope, receive, send)
+            return
         token = None
         rank = self._priority
         if rank is not None:
