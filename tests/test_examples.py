@@ -22,7 +22,7 @@ def run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 #: Run by tests of their own below, with shorter settings or closer checks.
-OWN_TESTS = ("demo.py",)
+OWN_TESTS = ("demo.py", "distributed_limit.py")
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,17 @@ def test_health_example_walks_readiness_through_warn_and_fail_and_back() -> None
     assert "503 fail" in lines["a handler blocks the event loop"]
     assert "eventLoop:lag=fail" in lines["a handler blocks the event loop"]
     assert "200 pass" in lines["recovered"]
+
+
+@pytest.mark.redis
+def test_distributed_limit_example_shares_one_limit_between_processes(redis_url: str) -> None:
+    done = run(EXAMPLES / "distributed_limit.py", "--redis", redis_url)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    totals = {
+        line.split(":")[0]: int(line.split(":")[1].split()[0])
+        for line in done.stdout.splitlines()
+        if line.startswith(("on Redis:", "in process:"))
+    }
+    # 3 s at 20/s with bursts of 10: 70 for one bucket (a call or two more at the edges).
+    assert 60 <= totals["on Redis"] <= 72
+    assert totals["in process"] >= 3 * 60
