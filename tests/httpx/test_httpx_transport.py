@@ -634,7 +634,10 @@ async def test_one_hedge_shared_by_many_concurrent_calls(upstream: Upstream, pat
         elapsed = anyio.current_time() - started
     assert all(text.startswith("ok") for text in texts)
     assert elapsed < 2.0  # no call waited for a hanging copy
-    assert sum(upstream.hits[f"{path}/{i}"] for i in range(60)) == 60 + 6  # six hedges
+    # Each hanging primary was hedged; a busy machine may hedge a few quick ones too, but
+    # never more than once each.
+    assert all(upstream.hits[f"{path}/{i}"] == 2 for i in range(0, 60, 10))
+    assert all(upstream.hits[f"{path}/{i}"] <= 2 for i in range(60))
 
 
 async def test_a_post_without_a_key_is_never_hedged(upstream: Upstream, path: str) -> None:

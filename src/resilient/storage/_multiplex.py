@@ -34,7 +34,15 @@ __all__ = ("Multiplexer",)
 class Multiplexer:
     """Commands pipelined over one redis-py connection, replies read by one task."""
 
-    __slots__ = ("_connect", "_connecting", "_connection", "_loop", "_pending", "_reader")
+    __slots__ = (
+        "_connect",
+        "_connecting",
+        "_connection",
+        "_last_reply",
+        "_loop",
+        "_pending",
+        "_reader",
+    )
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         #: Builds a new, unconnected redis-py connection.
@@ -46,6 +54,9 @@ class Multiplexer:
         self._reader: asyncio.Task[None] | None = None
         #: The loop the connection lives on (a store used from a new loop connects anew).
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: When the last reply arrived (loop time): a connection still answering is slow,
+        #: not stuck.
+        self._last_reply = 0.0
 
     @staticmethod
     def supports(client: Any) -> Callable[[], Any] | None:
@@ -91,11 +102,15 @@ class Multiplexer:
             raise
         return await future
 
-    def reset(self) -> None:
-        """Drop the connection (a reply took too long): everything in flight fails with
-        `ConnectionError`, and the next command connects again."""
+    def reset(self, idle: float) -> None:
+        """A reply took too long: drop the connection unless a reply arrived in the last
+        `idle` seconds (then Redis is slow, not stuck, and the others in flight may still
+        get theirs). Dropped, everything in flight fails with `ConnectionError`, and the
+        next command connects again."""
         connection = self._connection
-        if connection is not None:
+        if connection is not None and self._loop is not None:
+            if self._loop.time() - self._last_reply < idle:
+                return
             error = _redis().ConnectionError("the connection was reset: no reply in time")
             self._fail(connection, error)
 
@@ -135,6 +150,7 @@ class Multiplexer:
 
     async def _read(self, connection: Any) -> None:
         pending = self._pending
+        time = asyncio.get_running_loop().time
         while True:
             try:
                 reply = await connection.read_response()
@@ -145,10 +161,12 @@ class Multiplexer:
                 if not pending or not _is_reply_error(exc):
                     self._fail(connection, exc)
                     return
+                self._last_reply = time()
                 future = pending.popleft()
                 if not future.done():
                     future.set_exception(exc)
                 continue
+            self._last_reply = time()
             if not pending:  # nothing asked for it (a push message): not ours
                 continue
             future = pending.popleft()

@@ -477,7 +477,7 @@ class RedisStore:
             cause: BaseException = TimeoutError(f"Redis did not answer within {self.timeout:g}s")
             cause.__cause__ = error
             if self._multiplexer is not None:
-                self._multiplexer.reset()
+                self._multiplexer.reset(self.timeout)
         elif isinstance(error, self._unavailable_errors):
             cause = error
         else:
