@@ -35,7 +35,9 @@ import inspect
 import json
 import random
 import re
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +79,23 @@ BARE = "bare `await f()`"
 async def bare() -> int:
     """The trivial call every case wraps: the baseline for added cost."""
     return 1
+
+
+def wait_until_serving(
+    process: subprocess.Popen[Any], port: int, what: str, timeout: float = 20.0
+) -> None:
+    """Wait until `process` accepts connections on loopback `port`: a server a benchmark
+    started. RuntimeError naming `what` when the process exits first or `timeout` seconds
+    pass (the caller stops the process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
 
 
 def calls(fn: Callable[[], Awaitable[object]]) -> Runner:

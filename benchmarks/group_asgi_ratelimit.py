@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings
+from _harness import GoalResult, GroupResult, Settings, wait_until_serving
 
 CONCURRENCY = 4
 SLICES = 8
@@ -119,16 +119,11 @@ class _Server:
             cwd=here,
             env={**os.environ, "PYTHONPATH": str(here)},
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"the {case} server did not start") from None
-                time.sleep(0.05)
+        try:
+            wait_until_serving(self.proc, self.port, f"the {case} server", timeout=30)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.terminate()

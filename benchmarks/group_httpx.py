@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings
+from _harness import GoalResult, GroupResult, Settings, wait_until_serving
 
 # Four tasks: on loopback, more only queue in httpx's pool and the server (fewer req/s).
 CONCURRENCY = 4
@@ -77,16 +77,11 @@ class _Server:
             cwd=here,
             env={**os.environ, "PYTHONPATH": str(here)},
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("the benchmark's upstream server did not start") from None
-                time.sleep(0.05)
+        try:
+            wait_until_serving(self.proc, self.port, "the benchmark's upstream server", timeout=20)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings, markdown_table
+from _harness import GoalResult, GroupResult, Settings, markdown_table, wait_until_serving
 from _svg import Chart, Series
 
 MEDIAN_S = 0.010
@@ -63,15 +63,12 @@ class Upstream:
 
         limits = httpx.Limits(max_connections=4 * CLIENTS, max_keepalive_connections=4 * CLIENTS)
         self.client = httpx.AsyncClient(base_url=self.url, limits=limits, timeout=10.0)
-        deadline = time.monotonic() + 20.0
-        while True:
-            try:
-                await self.client.get("/reset")
-                return self
-            except httpx.TransportError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("the tail upstream did not start") from None
-                await asyncio.sleep(0.05)
+        try:
+            await asyncio.to_thread(wait_until_serving, self.process, self.port, "the upstream")
+        except RuntimeError:
+            await self.__aexit__()
+            raise
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()

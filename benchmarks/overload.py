@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import wait_until_serving
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "docs" / "img" / "overload.png"
 
@@ -166,16 +168,11 @@ class Server:
             [sys.executable, __file__, "--serve", case, "--port", str(self.port)],
             cwd=ROOT,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"the {case} server did not start") from None
-                time.sleep(0.05)
+        try:
+            wait_until_serving(self.proc, self.port, f"the {case} server", timeout=20)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def cpu(self) -> float:
         """CPU seconds the server process has used (user and system)."""
