@@ -98,6 +98,16 @@ def wait_until_serving(
             time.sleep(0.05)
 
 
+def stop_server(process: subprocess.Popen[Any]) -> None:
+    """Stop a server a benchmark started: terminate it, and kill it if it lingers."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def calls(fn: Callable[[], Awaitable[object]]) -> Runner:
     """The runner that awaits `fn()` `n` times (for decorated functions and `bare`)."""
 

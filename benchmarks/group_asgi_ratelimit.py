@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings, wait_until_serving
+from _harness import GoalResult, GroupResult, Settings, stop_server, wait_until_serving
 
 CONCURRENCY = 4
 SLICES = 8
@@ -126,11 +126,7 @@ class _Server:
             raise
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
 
 
 async def _drive(client: Any, calls: int) -> tuple[float, int]:

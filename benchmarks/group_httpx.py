@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings, wait_until_serving
+from _harness import GoalResult, GroupResult, Settings, stop_server, wait_until_serving
 
 # Four tasks: on loopback, more only queue in httpx's pool and the server (fewer req/s).
 CONCURRENCY = 4
@@ -84,11 +84,7 @@ class _Server:
             raise
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
 
 
 def _transports() -> tuple[dict[str, Callable[[], Any]], list[str]]:

@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings, markdown_table, wait_until_serving
+from _harness import (
+    GoalResult,
+    GroupResult,
+    Settings,
+    markdown_table,
+    stop_server,
+    wait_until_serving,
+)
 from _svg import Chart, Series
 
 MEDIAN_S = 0.010
@@ -74,8 +81,7 @@ class Upstream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
-        self.process.terminate()
-        self.process.wait(10)
+        stop_server(self.process)
 
     async def __call__(self) -> str:
         response = await self.client.get("/work")

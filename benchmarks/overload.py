@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import wait_until_serving
+from _harness import stop_server, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "docs" / "img" / "overload.png"
@@ -180,12 +180,7 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 # -- the client side -----------------------------------------------------------------------------
