@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from types import EllipsisType, TracebackType
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ from resilient.chaos import Chaos
 from resilient.circuit_breaker import CircuitBreaker
 from resilient.exceptions import RateLimitedError, TimeoutExceeded
 from resilient.hedge import Hedge
+from resilient.hedge._hedge import hedge_attempt
 from resilient.httpx._classify import (
     is_breaker_failure,
     is_breaker_failure_response,
@@ -65,12 +67,61 @@ _ERROR_TYPE: Final = "error.type"
 _Send = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 
 
+class _Sent:
+    """How many requests a traced call has sent (each one's `http.request.resend_count`),
+    and what its hedged copies report: the attempt's record and attributes."""
+
+    __slots__ = ("attributes", "count", "record")
+
+    def __init__(self, record: CallRecord) -> None:
+        self.record = record
+        self.count = 0
+        self.attributes: dict[str, Any] = {}
+
+
+#: The traced call whose attempt is being hedged: each copy opens its own CLIENT span.
+_hedging: ContextVar[_Sent | None] = ContextVar("resilient_httpx_hedging", default=None)
+
+
 def _chain(policies: tuple[Policy, ...], fn: Callable[..., Awaitable[Any]]) -> Any:
     """`fn` under `policies`, the first outermost: each binds the one inside it, once."""
     target: Any = fn
     for policy in reversed(policies):
         target = policy._bind(target)
     return target
+
+
+async def _traced_send(
+    send: _Send,
+    request: httpx.Request,
+    sent: _Sent,
+    attributes: dict[str, Any],
+    *,
+    nested: bool,
+) -> httpx.Response:
+    """`send(request)` as one CLIENT span, the trace context in the request's headers."""
+    if sent.count:
+        attributes = {**attributes, _RESEND_COUNT: sent.count}
+    sent.count += 1
+    record = sent.record
+    span, token = record.child(SPAN_ATTEMPT, attributes, client=True, nested=nested)
+    if span is not None:
+        _otel.inject(request.headers)
+    try:
+        response = await send(request)
+    except Exception as error:
+        record.end_child(span, token, error)
+        raise
+    except BaseException:
+        record.end_child(span, token, None)
+        raise
+    if span is not None:
+        status = response.status_code
+        span.set_attribute(_STATUS_CODE, status)
+        if status >= 400:
+            span.set_attribute(_ERROR_TYPE, str(status))
+    record.end_child(span, token, None)
+    return response
 
 
 class Host:
@@ -224,7 +275,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     **Telemetry.** The logical call is the `Retry`'s INTERNAL span; each attempt is its
     `resilient.retry.attempt` child, a CLIENT span, with `http.request.method`,
     `server.address`, `server.port`, `url.full`, `http.response.status_code`,
-    `error.type` and, from the second attempt on, `http.request.resend_count`. The trace
+    `error.type` and, from the second request on, `http.request.resend_count`. A hedged
+    attempt's copies are each such a CLIENT span, under the hedge's span. The trace
     context is sent in the request headers, and HTTP client instrumentations
     (opentelemetry-instrumentation-httpx) are suppressed inside an attempt span, so a
     request is traced once.
@@ -397,7 +449,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         # (a half-open breaker's one probe, one bulkhead slot) however many copies of it
         # go out, and each copy has its own attempt timeout.
         hedge = self.hedge
-        host.hedged = None if hedge is None else _chain((*admission, hedge), wire)
+        host.hedged = (
+            None if hedge is None else _chain((*admission, hedge), self._copy_traced(wire))
+        )
         total = None if self._lazy_total else self._total
         outer = tuple(p for p in (host.limiter, total) if p)
         host.call = _chain(outer, self._call)
@@ -417,17 +471,18 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     async def _call(self, request: httpx.Request, host: Host) -> httpx.Response:
         retry = self.retry
         if retry is None:
-            response = await self._attempt(request, host, 1, QUIET)
+            response = await self._attempt(request, host, 1, None)
             self._observe(response, host)
             return response
-        record = retry._telemetry.start() or QUIET
-        call = retry._start_call(record)
+        record = retry._telemetry.start()
+        sent = None if record is None else _Sent(record)
+        call = retry._start_call(record or QUIET)
         if not self._lazy_total:
-            return await self._retrying(request, host, retry, call, record, None)
+            return await self._retrying(request, host, retry, call, sent, None)
         first: httpx.Response | Exception | None = None
         if host.paused_until <= call.started:
             try:
-                response = await self._attempt(request, host, 1, record)
+                response = await self._attempt(request, host, 1, sent)
             except Exception as error:
                 first = error
             except BaseException:
@@ -450,7 +505,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         left = seconds - (self._now() - call.started)
         total = Timeout(max(left, 1e-6), clock=self._clock)
         try:
-            return await total.call(self._retrying, request, host, retry, call, record, first)
+            return await total.call(self._retrying, request, host, retry, call, sent, first)
         except TimeoutExceeded as exc:
             if exc.timeout is not total.seconds:
                 raise  # an attempt's own timeout, the last one retrying allowed
@@ -465,14 +520,14 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         host: Host,
         retry: Retry,
         call: _Call,
-        record: CallRecord,
+        sent: _Sent | None,
         first: httpx.Response | Exception | None,
     ) -> httpx.Response:
         """The retry loop; `first` is the outcome of attempt 1 when it already ran."""
         while True:
             try:
                 if first is None:
-                    response = await self._attempt(request, host, call.attempt, record)
+                    response = await self._attempt(request, host, call.attempt, sent)
                 elif isinstance(first, Exception):
                     error, first = first, None
                     raise error
@@ -521,8 +576,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             await retry._sleep(call, delay)
 
     async def _attempt(
-        self, request: httpx.Request, host: Host, number: int, record: CallRecord
+        self, request: httpx.Request, host: Host, number: int, sent: _Sent | None
     ) -> httpx.Response:
+        """Attempt `number` of a call; `sent` counts its requests when the call is traced."""
         paused = host.paused_until - self._now()
         if paused > 0:
             left = time_left()
@@ -534,8 +590,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                     retry_after=paused,
                 )
             await self._clock.sleep(paused)
-        if record is QUIET:
-            return await self._attempt_of(host, request)(request)
+        send = self._attempt_of(host, request)
+        if sent is None:
+            return await send(request)
         url = request.url
         attributes: dict[str, Any] = {
             _METHOD: request.method,
@@ -546,27 +603,18 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
         if port is not None:
             attributes[_SERVER_PORT] = port
-        if number > 1:
-            attributes[_RESEND_COUNT] = number - 1
+        record = sent.record
         record.event(ATTEMPT_STARTED, {ATTR_ATTEMPT: number})
-        span, token = record.child(SPAN_ATTEMPT, attributes, client=True)
-        if span is not None:
-            _otel.inject(request.headers)
+        if send is not host.hedged:
+            return await _traced_send(send, request, sent, attributes, nested=False)
+        # Each copy the hedge sends is its own CLIENT span (see `_copy_traced`), under the
+        # hedge's span: one span per request on the wire.
+        sent.attributes = attributes
+        token = _hedging.set(sent)
         try:
-            response = await self._attempt_of(host, request)(request)
-        except Exception as error:
-            record.end_child(span, token, error)
-            raise
-        except BaseException:
-            record.end_child(span, token, None)
-            raise
-        if span is not None:
-            status = response.status_code
-            span.set_attribute(_STATUS_CODE, status)
-            if status >= 400:
-                span.set_attribute(_ERROR_TYPE, str(status))
-        record.end_child(span, token, None)
-        return response
+            return await send(request)
+        finally:
+            _hedging.reset(token)
 
     def _attempt_of(self, host: Host, request: httpx.Request) -> _Send:
         """The host's attempt, hedged when the transport hedges and the request allows."""
@@ -574,6 +622,28 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         if hedged is None or request.extensions.get(STREAM) or not may_resend(request):
             return host.attempt
         return hedged
+
+    @staticmethod
+    def _copy_traced(wire: _Send) -> _Send:
+        """`wire` for the copies of a hedged attempt: each a CLIENT span of its own when
+        the call is traced, a hedge sending a copy of the request with its own trace
+        context (the copies are in flight together)."""
+
+        async def send(request: httpx.Request) -> httpx.Response:
+            sent = _hedging.get()
+            if sent is None:
+                return await wire(request)
+            if hedge_attempt():
+                request = httpx.Request(
+                    request.method,
+                    request.url,
+                    headers=request.headers.copy(),
+                    stream=request.stream,
+                    extensions=request.extensions,
+                )
+            return await _traced_send(wire, request, sent, sent.attributes, nested=True)
+
+        return send
 
     def _chaos_send(self) -> _Send:
         """`_send` under the chaos policy; an injected response is copied for each call."""

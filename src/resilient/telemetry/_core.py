@@ -233,10 +233,15 @@ class CallRecord(Protocol):
         ...
 
     def child(
-        self, name: str, attributes: Mapping[str, Any], client: bool = False
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        client: bool = False,
+        nested: bool = False,
     ) -> tuple[Any, object]:
         """Open a child span, current until `end_child` (a retry attempt); a CLIENT span
-        when `client` (an HTTP request on the wire)."""
+        when `client` (an HTTP request on the wire). The call's span is its parent, or
+        with `nested` the current span (a hedged copy of a request, under the hedge)."""
         ...
 
     def end_child(self, span: Any, token: object, error: Exception | None) -> None:
@@ -269,7 +274,11 @@ class _Quiet:
         """Dropped."""
 
     def child(
-        self, name: str, attributes: Mapping[str, Any], client: bool = False
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        client: bool = False,
+        nested: bool = False,
     ) -> tuple[Any, object]:
         """No span: (None, None)."""
         return None, None
@@ -327,12 +336,16 @@ class _ListenedCall:
             self._attrs[key] = value
 
     def child(
-        self, name: str, attributes: Mapping[str, Any], client: bool = False
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        client: bool = False,
+        nested: bool = False,
     ) -> tuple[Any, object]:
         """Open a child span, current until `end_child` (a retry attempt)."""
         if self.otel is None:
             return None, None
-        return self.otel.child(name, attributes, client)
+        return self.otel.child(name, attributes, client, nested)
 
     def end_child(self, span: Any, token: object, error: Exception | None) -> None:
         if self.otel is not None:

@@ -270,20 +270,25 @@ class OTelCall:
             self.span.set_attribute(key, value)
 
     def child(
-        self, name: str, attributes: Mapping[str, Any], client: bool = False
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        client: bool = False,
+        nested: bool = False,
     ) -> tuple[Span | None, object]:
         """Start a child span of this call's span and make it current (a retry attempt).
 
         A `client` child is a CLIENT span: one request on the wire (an HTTP attempt).
         While it is current, HTTP client instrumentations (opentelemetry-instrumentation-
-        httpx) are told to stay quiet, so that the request is not traced twice.
+        httpx) are told to stay quiet, so that the request is not traced twice. A `nested`
+        child's parent is the current span instead (a hedged copy, under the hedge's span).
         """
         if self.span is None:
             return None, None
         tracer = self.policy.tracer(True)
         if tracer is None:
             return None, None
-        context = otel_trace.set_span_in_context(self.span)
+        context = None if nested else otel_trace.set_span_in_context(self.span)
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
         span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
         if not span.is_recording():
