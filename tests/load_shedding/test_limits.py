@@ -25,10 +25,14 @@ def feed(limit: AdaptiveLimit, stream: list[tuple[float, int, bool]]) -> list[in
     return [limit.update(i * 0.01, rtt, n, d) for i, (rtt, n, d) in enumerate(stream)]
 
 
-@given(bounds, samples)
-def test_aimd_never_leaves_its_bounds(bound: tuple[int, int], stream: list) -> None:  # type: ignore[type-arg]
+@given(bounds, samples, st.booleans())
+def test_aimd_never_leaves_its_bounds(
+    bound: tuple[int, int],
+    stream: list,  # type: ignore[type-arg]
+    per_round_trip: bool,
+) -> None:
     low, high = bound
-    aimd = AIMD(initial_limit=low, min_limit=low, max_limit=high)
+    aimd = AIMD(initial_limit=low, min_limit=low, max_limit=high, per_round_trip=per_round_trip)
     assert all(low <= limit <= high for limit in feed(aimd, stream))
 
 
@@ -105,7 +109,7 @@ def test_gradient2_ignores_an_app_limited_sample_and_drops() -> None:
 def test_defaults_are_netflix_concurrency_limits() -> None:
     aimd = AIMD()
     assert (aimd.limit, aimd.min_limit, aimd.max_limit) == (20, 20, 200)
-    assert (aimd.backoff_ratio, aimd.timeout) == (0.9, 5.0)
+    assert (aimd.backoff_ratio, aimd.timeout, aimd.per_round_trip) == (0.9, 5.0, False)
     gradient = Gradient2()
     assert (gradient.limit, gradient.min_limit, gradient.max_limit) == (20, 20, 200)
     assert (gradient.smoothing, gradient.queue_size, gradient.long_window) == (0.2, 4, 600)
@@ -122,6 +126,7 @@ def test_defaults_are_netflix_concurrency_limits() -> None:
         (AIMD, {"backoff_ratio": 0.4}, "backoff_ratio"),
         (AIMD, {"backoff_ratio": 1.0}, "backoff_ratio"),
         (AIMD, {"timeout": 0}, "timeout"),
+        (AIMD, {"per_round_trip": 1}, "per_round_trip"),
         (Gradient2, {"smoothing": 0}, "smoothing"),
         (Gradient2, {"queue_size": -1}, "queue_size"),
         (Gradient2, {"long_window": 0}, "long_window"),
@@ -138,3 +143,93 @@ def test_constructors_reject_bad_arguments(
 def test_queue_size_may_be_a_function_of_the_limit() -> None:
     gradient = Gradient2(initial_limit=20, min_limit=1, queue_size=lambda limit: limit / 10)
     assert gradient.update(0.0, 0.01, 20, False) == 20  # 20*0.8 + (20 + 2)*0.2 = 20.4
+
+
+# -- settling under sustained overload ---------------------------------------------------------
+
+#: A service that runs 8 calls at once, 20 ms each (400 calls/s), offered more than that:
+#: the limit is always full, and by Little's law a call's round trip is the limit over the
+#: throughput once the limit passes 8 (the calls past 8 queue inside the service).
+CAPACITY, SERVICE_TIME = 8, 0.020
+
+
+def overloaded(limit: AdaptiveLimit, samples: int = 4000) -> list[int]:
+    """The limits a saturated service's calls lead to, one call per 1/400 s."""
+    seen = []
+    for i in range(samples):
+        current = limit.limit
+        rtt = max(SERVICE_TIME, current * SERVICE_TIME / CAPACITY)
+        seen.append(limit.update(i / 400, rtt, current, False))
+    return seen
+
+
+def unloaded(limit: Gradient2) -> Gradient2:
+    """`limit` after a light start, as a service has: its long-term round trip is 20 ms."""
+    for i in range(50):
+        limit.update(i * 0.1, SERVICE_TIME, 2, False)
+    return limit
+
+
+def test_gradient2_settles_under_sustained_overload_instead_of_drifting() -> None:
+    gradient = unloaded(Gradient2(min_limit=1, rtt_tolerance=1.0, queue_size=1))
+    late = overloaded(gradient)[2000:]
+    # limit = queue_size + rtt_tolerance * capacity = 9, and it stays there.
+    assert set(late) <= {8, 9, 10}
+    assert gradient.long_rtt == pytest.approx(SERVICE_TIME, rel=0.01)  # not taught the queue
+
+
+def test_gradient2_with_the_defaults_settles_at_its_tolerance_and_queue() -> None:
+    gradient = unloaded(Gradient2(min_limit=1))
+    late = overloaded(gradient)[2000:]
+    assert 13 <= min(late) <= max(late) <= 19  # 4 + 1.5 * 8 = 16
+
+
+def test_gradient2_learns_a_slower_normal_while_the_service_is_not_stretched() -> None:
+    gradient = Gradient2(min_limit=1)
+    for i in range(20):
+        gradient.update(i * 0.1, 0.010, 2, False)
+    for i in range(2000):  # the service got slower for good, at light load
+        gradient.update(2 + i * 0.1, 0.050, 2, False)
+    assert gradient.long_rtt == pytest.approx(0.050, rel=0.05)
+
+
+def test_gradient2_at_the_limit_learns_only_faster_round_trips() -> None:
+    gradient = Gradient2(initial_limit=20, min_limit=1)
+    for i in range(20):
+        gradient.update(i * 0.1, 0.010, 2, False)
+    baseline = gradient.long_rtt
+    gradient.update(3.0, 0.040, gradient.limit, False)  # slower, at the limit: not learned
+    assert gradient.long_rtt == baseline
+    gradient.update(3.1, 0.005, gradient.limit, False)  # faster: learned
+    assert gradient.long_rtt < baseline
+
+
+def test_aimd_per_round_trip_grows_by_one_per_limit_of_healthy_calls() -> None:
+    aimd = AIMD(initial_limit=10, min_limit=1, per_round_trip=True)
+    limits = [aimd.update(i * 0.01, 0.005, 10, False) for i in range(30)]
+    # 1/10 of a call per call at 10, 1/11 at 11: about ten calls per step.
+    assert limits.index(11) in (9, 10)
+    assert limits.index(12) in (20, 21)
+    assert limits == sorted(limits)
+
+
+def test_aimd_per_round_trip_backs_off_once_per_round_trip() -> None:
+    aimd = AIMD(initial_limit=20, min_limit=1, per_round_trip=True)
+    assert aimd.update(1.00, 0.10, 20, True) == 18
+    # Calls admitted before that backoff (they began at 0.95 and 0.99) were already counted.
+    assert aimd.update(1.01, 0.06, 20, True) == 18
+    assert aimd.update(1.02, 0.03, 20, True) == 18
+    # One admitted after it dropped too: the smaller limit is too large as well.
+    assert aimd.update(1.20, 0.10, 18, True) == 16
+
+
+def test_aimd_netflix_rule_backs_off_on_every_drop() -> None:
+    aimd = AIMD(initial_limit=20, min_limit=1)
+    assert [aimd.update(1.0 + i * 0.01, 0.1, 20, True) for i in range(3)] == [18, 16, 14]
+
+
+def test_aimd_per_round_trip_settles_near_the_capacity_under_overload() -> None:
+    # A drop is a round trip over 25 ms: with 20 ms calls, a limit past 10 (Little's law).
+    aimd = AIMD(min_limit=1, timeout=0.025, per_round_trip=True)
+    late = overloaded(aimd)[2000:]
+    assert 8 <= min(late) <= max(late) <= 11

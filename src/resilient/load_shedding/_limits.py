@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from resilient._validate import (
+    check_bool,
     check_non_negative,
     check_positive,
     check_positive_int,
@@ -71,7 +72,15 @@ class AIMD:
         backoff_ratio: the limit is multiplied by this on a drop, in [0.5, 1) (default
             0.9, Netflix's `backoffRatio`).
         timeout: a call slower than this many seconds counts as a drop (default 5.0,
-            Netflix's `DEFAULT_TIMEOUT` of 5 s).
+            Netflix's `DEFAULT_TIMEOUT` of 5 s). Set it a little above the service's
+            normal latency (1.25x, say) for the limit to settle near its capacity.
+        per_round_trip: False (default, Netflix's rule) grows the limit by one per
+            healthy sample and backs off on every drop; True grows it by one per limit's
+            worth of healthy samples (about one per round trip) and backs off at most
+            once per round trip, as TCP's congestion avoidance does: a drop from a call
+            admitted before the last backoff is not counted again. Netflix's rule moves
+            fast and swings wide under sustained overload (from `min_limit` to twice the
+            capacity); per round trip, the limit settles in a narrow band.
 
     On each sample: a drop (or a round trip over `timeout`) sets the limit to
     `int(limit * backoff_ratio)`; otherwise, when at least half the limit was in use, the
@@ -86,7 +95,16 @@ class AIMD:
         ```
     """
 
-    __slots__ = ("_limit", "backoff_ratio", "max_limit", "min_limit", "timeout")
+    __slots__ = (
+        "_backed_off_at",
+        "_estimate",
+        "_limit",
+        "backoff_ratio",
+        "max_limit",
+        "min_limit",
+        "per_round_trip",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -96,6 +114,7 @@ class AIMD:
         max_limit: int = 200,
         backoff_ratio: float = 0.9,
         timeout: float = 5.0,
+        per_round_trip: bool = False,
     ) -> None:
         self._limit, self.min_limit, self.max_limit = _check_bounds(
             initial_limit, min_limit, max_limit
@@ -105,12 +124,15 @@ class AIMD:
             raise ValueError(f"backoff_ratio must be a number in [0.5, 1), got {backoff_ratio!r}")
         self.backoff_ratio = ratio
         self.timeout = check_positive("timeout", timeout)
+        self.per_round_trip = check_bool("per_round_trip", per_round_trip)
+        self._estimate = float(self._limit)  # per round trip: the limit, with its fraction
+        self._backed_off_at = float("-inf")
 
     def __repr__(self) -> str:
         return (
             f"AIMD(limit={self._limit}, min_limit={self.min_limit}, "
             f"max_limit={self.max_limit}, backoff_ratio={self.backoff_ratio!r}, "
-            f"timeout={self.timeout!r})"
+            f"timeout={self.timeout!r}, per_round_trip={self.per_round_trip!r})"
         )
 
     @property
@@ -120,6 +142,8 @@ class AIMD:
 
     def update(self, now: float, rtt: float, in_flight: int, dropped: bool) -> int:
         """Take one finished call; return the new limit."""
+        if self.per_round_trip:
+            return self._update_per_round_trip(now, rtt, in_flight, dropped)
         limit = self._limit
         if dropped or rtt > self.timeout:
             limit = int(limit * self.backoff_ratio)
@@ -127,6 +151,19 @@ class AIMD:
             limit += 1
         self._limit = limit = min(self.max_limit, max(self.min_limit, limit))
         return limit
+
+    def _update_per_round_trip(self, now: float, rtt: float, in_flight: int, dropped: bool) -> int:
+        estimate = self._estimate
+        if dropped or rtt > self.timeout:
+            if now - rtt < self._backed_off_at:
+                return self._limit  # admitted before the last backoff: already counted
+            self._backed_off_at = now
+            estimate *= self.backoff_ratio
+        elif in_flight * 2 >= estimate:
+            estimate += 1.0 / estimate
+        self._estimate = estimate = min(self.max_limit, max(self.min_limit, estimate))
+        self._limit = int(estimate)
+        return self._limit
 
 
 class Gradient2:
@@ -159,6 +196,15 @@ class Gradient2:
     left as it is. When `long` is more than twice `rtt` (latency back to normal after a
     long overload), `long` decays by 5 % per sample so the limit recovers sooner. As in
     Netflix's, `dropped` does not move this limit: latency alone does.
+
+    Unlike Netflix's, the long-term average learns a slower round trip only from a call
+    admitted while less than half the limit was in use (after its first 10 samples); at
+    or past half, only faster ones. Netflix's learns every sample, so a sustained overload
+    teaches it its own queueing as the norm: the gradient returns to 1 and the limit
+    climbs far past the capacity (from 8 to about 40 in a simulation of the overload
+    benchmark). With this rule it settles where `limit = queue_size + rtt_tolerance *
+    capacity` (Little's law: the service's no-load round trip times its throughput):
+    16 for a capacity of 8 with the defaults, 9 with `rtt_tolerance=1.0, queue_size=1`.
 
     Examples:
         ```python
@@ -250,7 +296,9 @@ class Gradient2:
         queue_size = self.queue_size
         allowance = float(queue_size(int(estimate)) if callable(queue_size) else queue_size)
         rtt = max(rtt, _MIN_RTT)
-        long_rtt = self._average(rtt)
+        long_rtt = self._long_rtt
+        if rtt < long_rtt or in_flight * 2 < estimate or self._count < self._WARMUP:
+            long_rtt = self._average(rtt)
         if long_rtt / rtt > 2:
             self._long_rtt *= 0.95
         if in_flight < estimate / 2:
