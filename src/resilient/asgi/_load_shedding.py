@@ -70,9 +70,12 @@ class _Exchange:
     A watcher is a task of its own that reads the request's messages ahead of the app,
     one at a time (the next only once the app took the last, so a large body is not
     buffered), and hands them on. It starts at once for a request that has to queue, and
-    only `_WATCH_AFTER` seconds in for one admitted at once, so that a quick request costs
-    no task at all. Until then the app reads the server's messages directly; while it
-    does, it watches the client itself.
+    only `_WATCH_AFTER` to twice that seconds in for one admitted at once, so that a quick
+    request costs no task at all. Until then the app reads the server's messages
+    directly; while it does, it watches the client itself.
+
+    `target` is what a leaving client cancels: the request's asyncio task, or an anyio
+    cancel scope around the request. The watcher's state is made only when it starts.
     """
 
     __slots__ = (
@@ -83,28 +86,23 @@ class _Exchange:
         "_stop",
         "_taken",
         "app_receiving",
-        "cancel",
         "cancelled",
         "finished",
         "responded",
         "status",
+        "target",
         "watching",
     )
 
-    def __init__(self, receive: Receive, send: Send, cancel: Callable[[], object]) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, target: asyncio.Task[Any] | anyio.CancelScope
+    ) -> None:
         self._receive = receive
         self._send = send
-        self.cancel = cancel
-        self.cancelled = False
-        self.responded = False
-        self.finished = False
-        self.watching = False
-        self.app_receiving = False
+        self.target = target
+        self.cancelled = self.responded = self.finished = False
+        self.watching = self.app_receiving = False
         self.status = 0
-        self._stop: Callable[[], object] | None = None
-        self._inbox: deque[Message] = deque()
-        self._arrived: OneShotEvent | None = None
-        self._taken: OneShotEvent | None = None
 
     def start_watching(self) -> bool:
         """Start the watcher; False when the app is waiting on the server itself (it will
@@ -113,21 +111,28 @@ class _Exchange:
             return True
         if self.app_receiving:
             return False
+        self._inbox: deque[Message] = deque()
+        self._arrived: OneShotEvent | None = None
+        self._taken: OneShotEvent | None = None
         self.watching = True
-        self._stop = _spawn(self._watch)
+        self._stop: Callable[[], object] | None = _spawn(self._watch)
         return True
 
     def finish(self) -> None:
         """The request is over: no more watching."""
         self.finished = True
-        if self._stop is not None:
+        if self.watching and self._stop is not None:
             self._stop()
             self._stop = None
 
     def _leave(self) -> None:
-        if not self.responded and not self.finished:
-            self.cancelled = True
-            self.cancel()
+        if self.responded or self.finished:
+            return
+        target = self.target
+        if isinstance(target, asyncio.Task) and target.cancelling():
+            return  # already being cancelled, by someone else: it ends anyway
+        self.cancelled = True
+        target.cancel()
 
     def _deliver(self, message: Message) -> None:
         self._inbox.append(message)
@@ -181,32 +186,34 @@ class _Exchange:
 
 
 class _Sweeper:
-    """The requests admitted at once on one event loop, oldest first: one timer, every
-    `_WATCH_AFTER` seconds while any run, starts the watchers of those running longer (a
-    timer per request would cost more than the quick requests it spares)."""
+    """The requests admitted at once on one event loop, in two generations: every
+    `_WATCH_AFTER` seconds while any run, one timer starts the watchers of the older
+    generation's requests still running and makes the younger one the older. A request
+    costs one list append (a timer, or a clock reading, per request would cost more than
+    the quick requests it spares); one that has finished is dropped at the next sweep, so
+    the lists hold at most two sweeps' worth of requests."""
 
-    __slots__ = ("handle", "loop", "running")
+    __slots__ = ("handle", "loop", "older", "younger")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.running: dict[_Exchange, float] = {}
+        self.younger: list[_Exchange] = []
+        self.older: list[_Exchange] = []
         self.handle: asyncio.TimerHandle | None = None
 
     def add(self, exchange: _Exchange) -> None:
-        self.running[exchange] = self.loop.time()
+        self.younger.append(exchange)
         if self.handle is None:
             self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
 
     def sweep(self) -> None:
         self.handle = None
-        running = self.running
-        due = self.loop.time() - _WATCH_AFTER
-        for exchange, since in list(running.items()):
-            if since > due:
-                break
-            if exchange.start_watching():
-                del running[exchange]
-        if running:
+        younger = self.younger
+        for exchange in self.older:
+            if not exchange.finished and not exchange.start_watching():
+                younger.append(exchange)  # the app is reading the server itself: later
+        self.older, self.younger = younger, []
+        if younger:
             self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
 
 
@@ -310,8 +317,7 @@ class LoadSheddingMiddleware:
             # asyncio, written out: this is every request's path.
             task = current_task(loop)
             assert task is not None
-            outer = task.cancelling()
-            exchange = _Exchange(receive, send, task.cancel)
+            exchange = _Exchange(receive, send, task)
             sweeper = self._sweeper
             if sweeper is None or sweeper.loop is not loop:
                 sweeper = self._sweeper = _Sweeper(loop)
@@ -342,12 +348,11 @@ class LoadSheddingMiddleware:
             except asyncio.CancelledError:
                 # Cancelled because the client left: the request ends here, quietly,
                 # unless someone else asked for cancellation too.
-                if exchange.cancelled and task.uncancel() <= outer:
+                if exchange.cancelled and task.uncancel() == 0:
                     return
                 raise
             finally:
                 exchange.finish()
-                sweeper.running.pop(exchange, None)
             if exchange.cancelled:
                 task.uncancel()  # the app swallowed the cancellation: take it back
         finally:
@@ -356,7 +361,7 @@ class LoadSheddingMiddleware:
 
     async def _serve_anyio(self, scope: Scope, receive: Receive, send: Send) -> None:
         cancel_scope = anyio.CancelScope()
-        exchange = _Exchange(receive, send, cancel_scope.cancel)
+        exchange = _Exchange(receive, send, cancel_scope)
         exchange.start_watching()
         try:
             with cancel_scope:
