@@ -347,3 +347,41 @@ def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
     assert retry_after_seconds(None) == 1
     assert retry_after_seconds(0.02) == 1
     assert retry_after_seconds(2.1) == 3
+
+
+async def test_the_sweeper_watches_requests_still_running_after_a_sweep() -> None:
+    # Driven by hand: each sweep() is what the timer does every 50 ms.
+    from resilient.asgi._load_shedding import _Exchange, _Sweeper
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    never: asyncio.Future[Any] = loop.create_future()
+
+    async def receive() -> dict[str, Any]:
+        return await never  # type: ignore[no-any-return]
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    sweeper = _Sweeper(loop)
+    quick, slow, reading = (_Exchange(receive, send, task) for _ in range(3))
+    for exchange in (quick, slow, reading):
+        sweeper.add(exchange)
+    quick.finish()  # answered before any sweep: gone at once, never watched
+    assert sweeper.younger == {slow, reading}
+    reading.app_receiving = True  # the app is reading the server itself
+    sweeper.sweep()  # the first sweep only ages them
+    assert not slow.watching
+    sweeper.sweep()
+    assert slow.watching
+    assert not reading.watching  # not while the app reads: looked at again next sweep
+    assert (sweeper.older, sweeper.younger) == ({reading}, set())
+    reading.app_receiving = False
+    sweeper.sweep()
+    assert reading.watching
+    assert (sweeper.older, sweeper.younger) == (set(), set())
+    assert sweeper.handle is None  # nothing left to sweep: no timer
+    assert not quick.watching
+    for exchange in (slow, reading):
+        exchange.finish()  # stops their watchers

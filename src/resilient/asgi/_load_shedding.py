@@ -87,6 +87,7 @@ class _Exchange:
         "_taken",
         "app_receiving",
         "cancelled",
+        "cohort",
         "finished",
         "responded",
         "status",
@@ -103,6 +104,7 @@ class _Exchange:
         self.cancelled = self.responded = self.finished = False
         self.watching = self.app_receiving = False
         self.status = 0
+        self.cohort: set[_Exchange] | None = None  # the _Sweeper generation it is in
 
     def start_watching(self) -> bool:
         """Start the watcher; False when the app is waiting on the server itself (it will
@@ -121,6 +123,9 @@ class _Exchange:
     def finish(self) -> None:
         """The request is over: no more watching."""
         self.finished = True
+        cohort = self.cohort
+        if cohort is not None:
+            cohort.discard(self)
         if self.watching and self._stop is not None:
             self._stop()
             self._stop = None
@@ -188,21 +193,21 @@ class _Exchange:
 class _Sweeper:
     """The requests admitted at once on one event loop, in two generations: every
     `_WATCH_AFTER` seconds while any run, one timer starts the watchers of the older
-    generation's requests still running and makes the younger one the older. A request
-    costs one list append (a timer, or a clock reading, per request would cost more than
-    the quick requests it spares); one that has finished is dropped at the next sweep, so
-    the lists hold at most two sweeps' worth of requests."""
+    generation's requests and makes the younger one the older. A request costs a set
+    insertion and a removal when it ends (a timer, or a clock reading, per request would
+    cost more than the quick requests it spares), and an ended one is not kept alive."""
 
     __slots__ = ("handle", "loop", "older", "younger")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.younger: list[_Exchange] = []
-        self.older: list[_Exchange] = []
+        self.younger: set[_Exchange] = set()
+        self.older: set[_Exchange] = set()
         self.handle: asyncio.TimerHandle | None = None
 
     def add(self, exchange: _Exchange) -> None:
-        self.younger.append(exchange)
+        younger = exchange.cohort = self.younger
+        younger.add(exchange)
         if self.handle is None:
             self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
 
@@ -210,9 +215,12 @@ class _Sweeper:
         self.handle = None
         younger = self.younger
         for exchange in self.older:
-            if not exchange.finished and not exchange.start_watching():
-                younger.append(exchange)  # the app is reading the server itself: later
-        self.older, self.younger = younger, []
+            if exchange.start_watching():
+                exchange.cohort = None
+            else:  # the app is reading the server itself: look again later
+                exchange.cohort = younger
+                younger.add(exchange)
+        self.older, self.younger = younger, set()
         if younger:
             self.handle = self.loop.call_later(_WATCH_AFTER, self.sweep)
 
@@ -280,7 +288,8 @@ class LoadSheddingMiddleware:
             raise ValueError(
                 f"priority must be a function of the scope or None, got {short_repr(priority)}"
             )
-        self._exempt = ExemptPaths(exempt)
+        paths = ExemptPaths(exempt)
+        self._exempt = paths if paths else None
         self.app = app
         self.shedder = LoadShedder(
             limit,
@@ -299,7 +308,8 @@ class LoadSheddingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._exempt and scope in self._exempt:
+        exempt = self._exempt
+        if exempt is not None and scope in exempt:
             await self.app(scope, receive, send)
             return
         token = None
