@@ -191,7 +191,8 @@ def test_quick_overload_benchmark_reports_every_case() -> None:
         "Gradient2",
     ):
         assert f"| {case} | " in proc.stdout
-    assert "Healthy app (no sleep)" in proc.stdout
+    assert "| a Starlette app (one route) | " in proc.stdout
+    assert "| a bare ASGI handler | " in proc.stdout
     assert "### Goals" in proc.stdout
 
 
