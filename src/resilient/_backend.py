@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import _asyncio
 import asyncio
+import os
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
+from threading import get_ident
 from time import monotonic as _monotonic
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
@@ -35,15 +37,49 @@ __all__ = (
     "trio_module",
 )
 
-#: The running asyncio loop, or None when not on asyncio (a C-level call, no exception).
-asyncio_loop = asyncio._get_running_loop
-
 #: `current_task(loop)`: the task running on `loop`, or None. asyncio.current_task is
 #: Python-level on 3.11, where the C accelerator keeps the same answer in a dict keyed by
 #: loop; 3.12 and newer have it in C.
 current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
     getattr(_asyncio, "current_task", None) or _asyncio._current_tasks.get  # type: ignore[attr-defined]  # 3.11 only
 )
+
+_running_loop = asyncio._get_running_loop
+#: The loop `asyncio_loop` last found (a weak reference: a stopped loop is not kept
+#: alive), and the thread it runs in.
+_last_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+_last_thread = 0
+
+
+def asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None when not on asyncio.
+
+    asyncio's own lookup makes a `getpid()` system call every time (to tell a forked child
+    from its parent), once per call through a policy. Here the loop found last is kept
+    with its thread: while that loop is running a task in this very thread, it is the
+    running loop (a thread runs one loop at a time), and the answer costs two C-level
+    lookups. Anywhere else (another thread, a callback outside any task, another loop, a
+    forked child, trio) asyncio's lookup answers.
+    """
+    global _last_loop, _last_thread
+    last = _last_loop
+    if last is not None and _last_thread == get_ident():
+        loop = last()
+        if loop is not None and current_task(loop) is not None:
+            return loop
+    loop = _running_loop()
+    if loop is not None:
+        _last_loop, _last_thread = weakref.ref(loop), get_ident()
+    return loop
+
+
+def _forget_loop() -> None:
+    """In a forked child, the parent's loop is not running: look again."""
+    global _last_loop, _last_thread
+    _last_loop, _last_thread = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 _trio: ModuleType | None = None
 
