@@ -231,13 +231,18 @@ async def test_the_local_fallback_limits_with_the_same_settings(prefix: str) -> 
 
 
 class CountingStore(RedisStore):
-    """A RedisStore that counts the decisions awaited from it."""
+    """A RedisStore that counts its round trips to Redis."""
 
-    asked = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.round_trips = 0
+        execute = self._execute
 
-    async def acquire(self, *args: Any, **kwargs: Any) -> Any:
-        self.asked += 1
-        return await super().acquire(*args, **kwargs)
+        async def counted(*command: Any) -> Any:
+            self.round_trips += 1
+            return await execute(*command)
+
+        self._execute = counted
 
 
 @pytest.mark.parametrize("mode", ["allow", "local"])
@@ -250,7 +255,7 @@ async def test_while_down_the_limiter_decides_without_a_round_trip_until_a_probe
     for _ in range(3):  # three refused round trips: down
         await limiter.acquire()
     assert not store.available
-    store.asked = 0
+    store.round_trips = 0
     for _ in range(3):  # decided in this process: the local bucket, or allowed
         await limiter.acquire()
     if mode == "local":
@@ -259,12 +264,39 @@ async def test_while_down_the_limiter_decides_without_a_round_trip_until_a_probe
         assert caught.value.retry_after == pytest.approx(60.0, abs=1.0)
     else:
         await limiter.acquire()
-    assert store.asked == 0
+    assert store.round_trips == 0
     store._guard.retry_at = 0.0  # the cool-down is over: the next call probes Redis
     with contextlib.suppress(RateLimitedError):
         await limiter.acquire()
-    assert store.asked == 1
+    assert store.round_trips == 1
     await store.aclose()
+
+
+async def test_while_down_each_local_decision_reports_one_fallback(prefix: str) -> None:
+    # Taken at once, waited for, and refused: each decision is one fallback, however the
+    # limiter reached it.
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    store = RedisStore(url, prefix=prefix, on_unavailable="local")
+    waiting = RateLimiter(200, burst=2, max_wait=0.05, store=store, key="w", name=prefix)
+    refusing = RateLimiter(1, per=60.0, burst=1, store=store, key="r", name=prefix)
+    for _ in range(3):  # three refused round trips: down
+        await waiting.acquire()
+    assert not store.available
+    events: list[Event] = []
+    subscription = resilient.telemetry.subscribe(events.append)
+    try:
+        for _ in range(6):  # 2 from the burst, then 4 waits of 5 ms
+            await waiting.acquire()
+        await refusing.acquire()
+        with pytest.raises(RateLimitedError):
+            await refusing.acquire()
+    finally:
+        subscription.close()
+        await store.aclose()
+    fallbacks = [e for e in events if e.name == "resilient.storage.fallback"]
+    assert len(fallbacks) == 8
+    delayed = [e for e in events if e.name == "resilient.rate_limit.delayed"]
+    assert len(delayed) >= 3  # the waits went through the local store's own wait
 
 
 async def test_one_dead_cluster_master_sends_mostly_its_own_keys_to_the_policy(

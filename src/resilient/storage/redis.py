@@ -595,19 +595,22 @@ class RedisStore:
     def _decide_nowait(self, key: str, increment: float, capacity: float) -> float:
         """`RateLimiter`'s synchronous question, "take `increment` seconds of permits from
         a bucket of `capacity` seconds now?", answered without awaiting while Redis is
-        down: `0.0` (taken, or allowed), the seconds until they would be (with `"local"`),
-        or NaN: ask `acquire` (Redis is up, a probe is due, or the mode is `"deny"`, whose
-        error belongs in the call's own record)."""
+        down: `0.0` (taken, or allowed), or NaN: ask `acquire` (Redis is up, a probe is
+        due, the mode is `"deny"`, whose error belongs in the call's own record, or the
+        local bucket is empty, where the call may wait: one decision, one fallback
+        reported)."""
         guard = self._guard if self._guards is None else self._guard_of(self._key(key))
         if guard.retry_at is None or self.on_unavailable == "deny" or guard.probe_due():
+            return math.nan
+        local = self._local
+        if local is not None and local.acquire_nowait(key, increment, capacity):
+            # Not there now (nothing was taken): `acquire` decides, waits or refuses, on
+            # the local store, and reports the fallback once.
             return math.nan
         telemetry = self._telemetry
         if not telemetry.quiet():
             telemetry.emit(FALLBACK, self._fallback_attrs)
-        local = self._local
-        if local is None:
-            return 0.0
-        return local.acquire_nowait(key, increment, capacity)
+        return 0.0
 
     def _fallback(self, burst: int, cost: int, cause: BaseException | None) -> Decision | None:
         """The `on_unavailable` decision for a request Redis could not take: allowed (as if
