@@ -80,6 +80,8 @@ def test_attempt_timeout_longer_than_timeout_is_refused() -> None:
         ("bulkhead", 4),
         ("limiter", CircuitBreaker()),
         ("per_host", "yes"),
+        ("max_hosts", 0),
+        ("max_hosts", 2.5),
         ("transport", object()),
     ],
 )
@@ -718,3 +720,48 @@ async def test_a_throttle_counts_answers_as_accepted_and_never_throttles_a_healt
 def test_a_throttle_must_be_an_adaptive_throttle() -> None:
     with pytest.raises(ValueError, match="throttle must be a AdaptiveThrottle"):
         ResilientTransport(throttle=0.5)  # type: ignore[arg-type]
+
+
+# -- the host table ----------------------------------------------------------------------------
+
+
+def test_the_host_table_forgets_the_least_recently_called_host_at_rest() -> None:
+    clock = FakeClock()
+    transport = ResilientTransport(max_hosts=3, clock=clock)
+    assert ResilientTransport().max_hosts == 1024
+    a, b, c = (transport.host(f"https://{name}.example") for name in "abc")
+    transport.host("https://d.example")  # full: the least recently created, a, goes
+    assert set(transport._hosts.values()) == {b, c, transport.host("https://d.example")}
+    assert transport.host("https://a.example") is not a  # called again: a fresh start
+
+
+def test_a_breaking_or_cooling_host_is_not_forgotten() -> None:
+    clock = FakeClock()
+    transport = ResilientTransport(max_hosts=2, clock=clock)
+    broken = transport.host("https://broken.example")
+    assert broken.breaker is not None
+    broken.breaker.force_open()
+    cooling = transport.host("https://cooling.example")
+    cooling.paused_until = clock.now() + 30.0
+    fresh = transport.host("https://fresh.example")  # nothing at rest to forget: grows
+    assert {broken, cooling, fresh} <= set(transport._hosts.values())
+    clock.advance(31.0)  # the cooldown is over: cooling is at rest now
+    transport.host("https://later.example")
+    assert cooling not in transport._hosts.values()
+    assert broken in transport._hosts.values()
+
+
+async def test_calls_keep_their_host_recent_and_stay_bounded(upstream: Upstream, path: str) -> None:
+    # Two names for the loopback upstream: two hosts, on a table of two.
+    transport = ResilientTransport(max_hosts=2, retry=Retry(backoff=FAST))
+    port = upstream.port
+    async with httpx.AsyncClient(transport=transport) as http:
+        for name in ("127.0.0.1", "localhost", "127.0.0.1"):
+            response = await http.get(f"http://{name}:{port}{path}")
+            assert response.status_code == 200
+        recent = transport.host(f"http://127.0.0.1:{port}")
+        transport.host("https://third.example")  # full: localhost was called least recently
+        assert set(transport._hosts.values()) == {recent, transport.host("https://third.example")}
+        assert (await http.get(f"http://localhost:{port}{path}")).status_code == 200
+        assert len(transport._hosts) == 2
+    assert upstream.hits[path] == 4

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
+from itertools import islice
 from types import EllipsisType, TracebackType
 from typing import Any, Final
 
@@ -19,6 +21,7 @@ from resilient._validate import (
     check_clock,
     check_optional_positive,
     check_positive,
+    check_positive_int,
     short_repr,
 )
 from resilient.bulkhead import Bulkhead
@@ -54,6 +57,9 @@ STREAM: Final = "resilient.stream"
 _COOLDOWN_STATUSES: Final = frozenset({429, 503})
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+#: How many of the least recently called hosts a full host table looks at to forget one.
+_FORGET_SCAN: Final = 8
 
 # OpenTelemetry HTTP semantic conventions (stable).
 _METHOD: Final = "http.request.method"
@@ -241,6 +247,12 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         per_host: True (default) gives each (scheme, host, port) its own copy of the
             `breaker`, `bulkhead` and `limiter` templates; False shares the objects given
             between every host.
+        max_hosts: how many hosts the transport keeps policies and cooldowns for
+            (default 1024). Past it, adding a host forgets the least recently called one
+            at rest (its breaker closed and no cooldown running), so that a client
+            calling ever new hosts (webhooks, a crawler) holds a bounded table; a host
+            forgotten and called again starts afresh. Raise it for a client that calls
+            more hosts than that in turn.
         max_retry_after: the longest wait a `Retry-After` or `RateLimit` field may impose,
             in seconds (default 60.0). A server asking for more gets its response
             returned at once, and its host is paused for `max_retry_after`.
@@ -310,6 +322,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         hedge: Hedge | None = None,
         chaos: Chaos | None = None,
         per_host: bool = True,
+        max_hosts: int = 1024,
         max_retry_after: float = 60.0,
         clock: Clock | None = None,
     ) -> None:
@@ -338,6 +351,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self.hedge: Hedge | None = _check_policy("hedge", hedge, Hedge)
         self.chaos: Chaos | None = _check_policy("chaos", chaos, Chaos)
         self.per_host = check_bool("per_host", per_host)
+        self.max_hosts = check_positive_int("max_hosts", max_hosts)
 
         if retry is ...:
             retry = Retry(name="httpx", clock=self._clock)
@@ -376,7 +390,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             and self.bulkhead is None
             and self.retry is not None
         )
-        self._hosts: dict[tuple[bytes, bytes, int | None], Host] = {}
+        # The hosts, least recently called first.
+        self._hosts: OrderedDict[tuple[bytes, bytes, int | None], Host] = OrderedDict()
         self._shared: Host | None = None
 
     def __repr__(self) -> str:
@@ -399,10 +414,25 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         """
         url = httpx.URL(url) if isinstance(url, str) else url
         key = (url.raw_scheme, url.raw_host, url.port)
-        host = self._hosts.get(key)
+        hosts = self._hosts
+        host = hosts.get(key)
         if host is None:
-            host = self._hosts[key] = self._new_host(url)
+            if len(hosts) >= self.max_hosts:
+                self._forget_a_host()
+            host = hosts[key] = self._new_host(url)
         return host
+
+    def _forget_a_host(self) -> None:
+        """Drop the least recently called host at rest, among the oldest few: the table
+        stays bounded without a scan (when all of those are busy breaking or cooling
+        down, it grows by one instead)."""
+        now = self._now()
+        for key, host in islice(self._hosts.items(), _FORGET_SCAN):
+            breaker = host.breaker
+            if host.paused_until > now or (breaker is not None and breaker.state != "closed"):
+                continue
+            del self._hosts[key]
+            return
 
     def _new_host(self, url: httpx.URL) -> Host:
         port = url.port
@@ -463,9 +493,13 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         """Send `request` through the stack; the response, or the last one when retrying
         stopped on a status."""
         url = request.url
-        host = self._hosts.get((url.raw_scheme, url.raw_host, url.port))
+        key = (url.raw_scheme, url.raw_host, url.port)
+        hosts = self._hosts
+        host = hosts.get(key)
         if host is None:
             host = self.host(url)
+        elif len(hosts) > 1:
+            hosts.move_to_end(key)  # the most recently called last
         return await host.call(request, host)
 
     async def _call(self, request: httpx.Request, host: Host) -> httpx.Response:
