@@ -364,6 +364,7 @@ async def test_the_sweeper_watches_requests_still_running_after_a_sweep() -> Non
     async def send(message: dict[str, Any]) -> None:
         pass
 
+    before = asyncio.all_tasks()
     sweeper = _Sweeper(loop)
     quick, slow, reading = (_Exchange(receive, send, task) for _ in range(3))
     for exchange in (quick, slow, reading):
@@ -385,3 +386,6 @@ async def test_the_sweeper_watches_requests_still_running_after_a_sweep() -> Non
     assert not quick.watching
     for exchange in (slow, reading):
         exchange.finish()  # stops their watchers
+    for _ in range(3):  # their cancellations land
+        await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
