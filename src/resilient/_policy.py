@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
+from types import FunctionType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from resilient._validate import short_repr
@@ -63,6 +64,9 @@ def given_arguments(init: Callable[..., object], arguments: dict[str, Any]) -> d
 
 _NOTHING_GIVEN: dict[str, Any] = {}
 
+#: How many functions' bound engines a policy keeps for `.call()`.
+_MAX_BOUND = 256
+
 
 class Policy:
     """Base of every policy and of `Pipeline`: one engine, `_bind`, and its faces.
@@ -75,8 +79,8 @@ class Policy:
     """
 
     # Policies are long-lived and shared; registries (health checks, dashboards) may hold
-    # them weakly.
-    __slots__ = ("__weakref__",)
+    # them weakly. `_bound_fns` is `_run`'s cache of engines bound to plain functions.
+    __slots__ = ("__weakref__", "_bound_fns")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,8 +103,26 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Coroutine[Any, Any, T]:
-        """Run `await fn(*args, **kwargs)` under this policy (by default, through `_bind`)."""
-        return self._bind(fn)(*args, **kwargs)
+        """Run `await fn(*args, **kwargs)` under this policy (by default, through `_bind`).
+
+        The engine bound to a plain function that captures nothing (a module-level
+        `async def`, the usual `policy.call(fetch, url)`) is kept, up to `_MAX_BOUND` of
+        them, so that `.call()` costs what the decorator does; any other callable (a
+        closure, a lambda over locals, a bound method) is bound afresh each time, so
+        that nothing a caller made is kept alive by the policy.
+        """
+        if type(fn) is not FunctionType or fn.__closure__ is not None:
+            return self._bind(fn)(*args, **kwargs)
+        try:
+            bound = self._bound_fns.get(fn)
+        except AttributeError:  # the first call: the cache is made on demand
+            self._bound_fns: dict[Callable[..., Any], Callable[..., Any]] = {}
+            bound = None
+        if bound is None:
+            bound = self._bind(fn)
+            if len(self._bound_fns) < _MAX_BOUND:
+                self._bound_fns[fn] = bound
+        return bound(*args, **kwargs)
 
     def _replicate(self, name: str, **overrides: Any) -> Self:
         """A new policy with this one's settings (but `overrides`) and fresh state, named
@@ -117,7 +139,13 @@ class Policy:
     def call(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, T]:
-        """Run one call through the policy: `await policy.call(fn, *args, **kwargs)`."""
+        """Run one call through the policy: `await policy.call(fn, *args, **kwargs)`.
+
+        For a plain `async def` that captures nothing (a module-level function), the
+        policy keeps what it built for `fn` (up to 256 functions), so a call costs what
+        the decorated function does; a closure, lambda or bound method is wrapped afresh
+        each time and never kept alive by the policy.
+        """
         return self._run(fn, args, kwargs)
 
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
