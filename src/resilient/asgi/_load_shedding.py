@@ -333,30 +333,8 @@ class LoadSheddingMiddleware:
             sweeper = self._sweeper
             if sweeper is None or sweeper.loop is not loop:
                 sweeper = self._sweeper = _Sweeper(loop)
-            shedder = self.shedder
             try:
-                if not shedder._telemetry.quiet():
-                    await self._admit_and_run(scope, exchange, sweeper)
-                    return
-                # _admit_and_run's quiet path, written out: one coroutine fewer on every
-                # request's path.
-                ticket = shedder._admit()
-                if ticket is WAIT:
-                    exchange.start_watching()  # it may queue: watch the client from the start
-                    try:
-                        ticket = await shedder._wait(QUIET)
-                    except LoadShedError as error:
-                        exchange.finish()
-                        await _refuse(send, error)
-                        return
-                else:
-                    sweeper.add(exchange)
-                try:
-                    await self.app(scope, exchange.receive, exchange.send)
-                except BaseException as exc:
-                    shedder._settle(ticket, exc)
-                    raise
-                shedder._settle(ticket, _APP_OVERLOADED if exchange.status == 503 else None)
+                await self._admit_and_run(scope, exchange, sweeper)
             except asyncio.CancelledError:
                 # Cancelled because the client left: the request ends here, quietly,
                 # unless someone else asked for cancellation too.
