@@ -9,7 +9,7 @@ from resilient._on import On, exception_filter
 from resilient._policy import Policy, is_async_callable
 from resilient._validate import check_bool, check_name, short_repr
 from resilient.telemetry._core import CallRecord, PolicyTelemetry, outcome_of
-from resilient.telemetry._spec import EventSpec
+from resilient.telemetry._spec import ATTR_ERROR_TYPE, EventSpec
 
 __all__ = ("Fallback",)
 
@@ -139,7 +139,7 @@ class Fallback(Policy):
         if not matched:
             record.end("failure", exc)
             raise exc
-        record.event(USED, {"error.type": type(exc).__qualname__})
+        record.event(USED, {ATTR_ERROR_TYPE: type(exc).__qualname__})
         handler = self._handler
         if handler is None:
             record.end("fallback")

@@ -44,6 +44,7 @@ from resilient.retry import Retry
 from resilient.retry._retry import ATTEMPT_STARTED, ATTR_ATTEMPT, SPAN_ATTEMPT, _Call
 from resilient.telemetry import _otel
 from resilient.telemetry._core import QUIET, CallRecord
+from resilient.telemetry._spec import ATTR_ERROR_TYPE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT
 from resilient.throttle import AdaptiveThrottle
 from resilient.timeout import Timeout
 
@@ -63,12 +64,9 @@ _FORGET_SCAN: Final = 8
 
 # OpenTelemetry HTTP semantic conventions (stable).
 _METHOD: Final = "http.request.method"
-_SERVER_ADDRESS: Final = "server.address"
-_SERVER_PORT: Final = "server.port"
 _URL: Final = "url.full"
 _RESEND_COUNT: Final = "http.request.resend_count"
 _STATUS_CODE: Final = "http.response.status_code"
-_ERROR_TYPE: Final = "error.type"
 
 _Send = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 
@@ -125,7 +123,7 @@ async def _traced_send(
         status = response.status_code
         span.set_attribute(_STATUS_CODE, status)
         if status >= 400:
-            span.set_attribute(_ERROR_TYPE, str(status))
+            span.set_attribute(ATTR_ERROR_TYPE, str(status))
     record.end_child(span, token, None)
     return response
 
@@ -630,13 +628,13 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         url = request.url
         attributes: dict[str, Any] = {
             _METHOD: request.method,
-            _SERVER_ADDRESS: url.host,
+            ATTR_SERVER_ADDRESS: url.host,
             _URL: str(url.copy_with(username=None, password=None)),
             ATTR_ATTEMPT: number,
         }
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
         if port is not None:
-            attributes[_SERVER_PORT] = port
+            attributes[ATTR_SERVER_PORT] = port
         record = sent.record
         record.event(ATTEMPT_STARTED, {ATTR_ATTEMPT: number})
         if send is not host.hedged:

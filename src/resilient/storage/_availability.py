@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from resilient.telemetry._core import PolicyTelemetry
-from resilient.telemetry._spec import Effect, EventSpec, Instrument
+from resilient.telemetry._spec import ATTR_ERROR_TYPE, Effect, EventSpec, Instrument
+from resilient.telemetry._spec import ATTR_SERVER_ADDRESS as ATTR_SERVER
 
 __all__ = (
     "ATTR_DOWN_DURATION",
@@ -52,8 +53,6 @@ ATTR_MODE: Final = "resilient.storage.on_unavailable"
 ATTR_OPERATION: Final = "resilient.storage.operation"
 ATTR_ROUND_TRIP: Final = "resilient.storage.duration"
 ATTR_DOWN_DURATION: Final = "resilient.storage.down_duration"
-ATTR_ERROR_TYPE: Final = "error.type"
-ATTR_SERVER: Final = "server.address"
 
 # -- what a shared store reports (telemetry as data; see resilient.telemetry) ---------------
 

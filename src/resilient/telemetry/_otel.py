@@ -21,7 +21,14 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from resilient._version import __version__ as _version
-from resilient.telemetry._spec import CALLS, DURATION, Effect, EventSpec, Instrument
+from resilient.telemetry._spec import (
+    ATTR_ERROR_TYPE,
+    CALLS,
+    DURATION,
+    Effect,
+    EventSpec,
+    Instrument,
+)
 
 __all__ = (
     "FROM_ENV",
@@ -48,7 +55,6 @@ _SUPPRESS_HTTP_KEY = getattr(
 ATTR_KIND: Final = "resilient.policy.kind"
 ATTR_NAME: Final = "resilient.policy.name"
 ATTR_OUTCOME: Final = "resilient.outcome"
-ATTR_ERROR_TYPE: Final = "error.type"
 
 # Whether any provider is set must be known for the price of a few attribute reads, since it
 # is asked on every call. opentelemetry-api's public getters answer "not yet" only after an

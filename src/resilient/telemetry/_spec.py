@@ -9,9 +9,25 @@ events as `Event` values. A policy's own specs live beside the policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-__all__ = ("CALLS", "DURATION", "WAIT_DURATION", "Effect", "EventSpec", "Instrument")
+__all__ = (
+    "ATTR_ERROR_TYPE",
+    "ATTR_SERVER_ADDRESS",
+    "ATTR_SERVER_PORT",
+    "CALLS",
+    "DURATION",
+    "WAIT_DURATION",
+    "Effect",
+    "EventSpec",
+    "Instrument",
+)
+
+# OpenTelemetry's semantic-convention attributes that the library's spans and events carry
+# (stable names).
+ATTR_ERROR_TYPE: Final = "error.type"
+ATTR_SERVER_ADDRESS: Final = "server.address"
+ATTR_SERVER_PORT: Final = "server.port"
 
 
 @dataclass(frozen=True, slots=True)
