@@ -36,6 +36,17 @@ def anyio_backend() -> str:
     return "asyncio"  # uvicorn serves on asyncio; the client side runs there too
 
 
+def limited_app(limiters: list[RateLimiter]) -> Starlette:
+    """A one-page Starlette app behind `RateLimitMiddleware(limiters=limiters)`."""
+
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(RateLimitMiddleware, limiters=limiters)
+    return app
+
+
 def ratelimit(response: httpx.Response) -> dict[str, dict[str, Any]]:
     parsed = http_sf.parse(response.headers["ratelimit"].encode("ascii"), tltype="list")
     return {item: dict(params) for item, params in parsed}
@@ -98,16 +109,11 @@ async def test_two_worker_processes_share_one_limit(redis_url: str, prefix: str)
 async def test_several_limiters_on_redis_in_one_process(redis_url: str, prefix: str) -> None:
     store = RedisStore(redis_url, prefix=prefix, on_unavailable="deny")
 
-    async def page(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiters=[
+    app = limited_app(
+        [
             RateLimiter(100, per=3600, store=store, name="hourly"),
             RateLimiter(2, per=60.0, store=store, name="minute"),
-        ],
+        ]
     )
     with serve(app, proxy_headers=False) as url:
         async with httpx.AsyncClient(base_url=url) as client:
@@ -129,13 +135,7 @@ async def test_a_store_that_denies_while_down_answers_503() -> None:
     down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", on_unavailable="deny", timeout=0.2)
     local = RateLimiter(10, name="local")
 
-    async def page(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(
-        RateLimitMiddleware, limiters=[local, RateLimiter(10, store=down, name="shared")]
-    )
+    app = limited_app([local, RateLimiter(10, store=down, name="shared")])
     with serve(app, proxy_headers=False) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             response = await client.get("/")
@@ -149,16 +149,11 @@ async def test_a_store_that_denies_while_down_answers_503() -> None:
 async def test_concurrent_requests_never_exceed_a_shared_limit(redis_url: str, prefix: str) -> None:
     store = RedisStore(redis_url, prefix=prefix, on_unavailable="deny")
 
-    async def page(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiters=[
+    app = limited_app(
+        [
             RateLimiter(100, per=3600, store=store, name="hourly"),
             RateLimiter(5, per=60.0, store=store, name="minute"),
-        ],
+        ]
     )
     with serve(app, proxy_headers=False) as url:
         async with httpx.AsyncClient(base_url=url) as client:
