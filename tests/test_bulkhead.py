@@ -11,27 +11,11 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import resilient.bulkhead as bulkhead_module
+from gates import Gate, settle
 from resilient import Bulkhead, BulkheadFullError, Pipeline, Timeout, TimeoutExceeded
 from resilient.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Gate:
-    """A call that holds its bulkhead slot until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-        self.opened = anyio.Event()
-
-    async def __call__(self) -> str:
-        self.entered += 1
-        await self.opened.wait()
-        return "done"
-
-
-async def settle() -> None:
-    await anyio.wait_all_tasks_blocked()
 
 
 # -- the three faces ----------------------------------------------------------------------
@@ -287,41 +271,6 @@ async def test_cancelled_waiter_gives_its_place_back() -> None:
         assert bulkhead.waiting == 1
         gate.opened.set()
     assert ran == [3]
-    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
-
-
-async def test_waiter_cancelled_just_after_being_handed_a_slot_passes_it_on() -> None:
-    bulkhead = Bulkhead(1, max_waiting=2)
-    release = anyio.Event()
-    finished: list[str] = []
-
-    async def work(label: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        finished.append(label)
-
-    async with anyio.create_task_group() as tg:
-        victim = anyio.CancelScope()
-
-        async def victim_task() -> None:
-            with victim:
-                await bulkhead.call(work, "victim")
-
-        async def holder() -> None:
-            async with bulkhead:
-                await release.wait()
-            # The slot now belongs to the victim, which has not resumed yet.
-            assert (bulkhead.in_flight, bulkhead.waiting) == (1, 1)
-            victim.cancel()
-
-        tg.start_soon(holder)
-        await settle()
-        tg.start_soon(victim_task)
-        await settle()
-        tg.start_soon(bulkhead.call, work, "next")
-        await settle()
-        assert bulkhead.waiting == 2
-        release.set()
-    assert finished == ["next"]
     assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
 
 

@@ -8,29 +8,13 @@ import random
 import anyio
 import pytest
 
+from gates import Gate, settle
 from resilient import LoadShedError, Pipeline, RejectedError, Timeout, TimeoutExceeded
 from resilient.load_shedding import AIMD, LoadShedder, current_priority, priority
 from resilient.load_shedding._shedder import ShedderCore, _Waiter
 from resilient.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Gate:
-    """A call that holds its slot until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-        self.opened = anyio.Event()
-
-    async def __call__(self) -> str:
-        self.entered += 1
-        await self.opened.wait()
-        return "done"
-
-
-async def settle() -> None:
-    await anyio.wait_all_tasks_blocked()
 
 
 async def shed_reason(shedder: LoadShedder, fn: object, *args: object) -> str | None:
@@ -307,39 +291,6 @@ async def test_cancelled_waiter_leaves_no_slot_entry_or_timer(clock: FakeClock) 
         gate.opened.set()
     assert (shedder.in_flight, shedder.waiting) == (0, 0)
     assert gate.entered == 1
-
-
-async def test_waiter_cancelled_just_after_being_handed_a_slot_passes_it_on() -> None:
-    shedder = LoadShedder(1, max_waiting=2)
-    release = anyio.Event()
-    finished: list[str] = []
-
-    async def work(label: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        finished.append(label)
-
-    async with anyio.create_task_group() as tg:
-        victim = anyio.CancelScope()
-
-        async def victim_task() -> None:
-            with victim:
-                await shedder.call(work, "victim")
-
-        async def holder() -> None:
-            async with shedder:
-                await release.wait()
-            assert (shedder.in_flight, shedder.waiting) == (1, 1)
-            victim.cancel()
-
-        tg.start_soon(holder)
-        await settle()
-        tg.start_soon(victim_task)
-        await settle()
-        tg.start_soon(shedder.call, work, "next")
-        await settle()
-        release.set()
-    assert finished == ["next"]
-    assert (shedder.in_flight, shedder.waiting) == (0, 0)
 
 
 async def test_random_cancellation_of_many_callers_leaks_nothing(clock: FakeClock) -> None:

@@ -8,24 +8,13 @@ import anyio
 import pytest
 from opentelemetry.trace import StatusCode
 
+from gates import Gate, settle
 from resilient import LoadShedError
 from resilient.load_shedding import AIMD, LoadShedder, priority
 from resilient.telemetry import Event, subscribe
 from resilient.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Gate:
-    def __init__(self) -> None:
-        self.opened = anyio.Event()
-
-    async def __call__(self) -> None:
-        await self.opened.wait()
-
-
-async def settle() -> None:
-    await anyio.wait_all_tasks_blocked()
 
 
 def shed_events(telemetry: Any) -> list[str]:
