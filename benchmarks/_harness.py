@@ -57,6 +57,7 @@ __all__ = (
     "Stats",
     "bare",
     "calls",
+    "drive_gets",
     "format_ns",
     "format_ratio",
     "markdown_table",
@@ -106,6 +107,34 @@ def stop_server(process: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+async def drive_gets(
+    client: Any, path: str, calls: int, concurrency: int, *, tolerate_errors: bool = False
+) -> tuple[float, int]:
+    """`calls` GETs of `path` through an HTTP `client` from `concurrency` tasks: (seconds,
+    calls answered 200). With `tolerate_errors`, a request that raises counts as not
+    answered instead of ending the run (an upstream that fails on purpose)."""
+    remaining = calls
+    ok = 0
+
+    async def worker() -> None:
+        nonlocal remaining, ok
+        while remaining > 0:
+            remaining -= 1
+            try:
+                response = await client.get(path)
+            except Exception:
+                if not tolerate_errors:
+                    raise
+                continue
+            ok += response.status_code == 200
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return time.perf_counter() - start, ok
 
 
 def calls(fn: Callable[[], Awaitable[object]]) -> Runner:

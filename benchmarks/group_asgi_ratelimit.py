@@ -23,11 +23,17 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import GoalResult, GroupResult, Settings, stop_server, wait_until_serving
+from _harness import (
+    GoalResult,
+    GroupResult,
+    Settings,
+    drive_gets,
+    stop_server,
+    wait_until_serving,
+)
 
 CONCURRENCY = 4
 SLICES = 8
@@ -130,22 +136,8 @@ class _Server:
 
 
 async def _drive(client: Any, calls: int) -> tuple[float, int]:
-    """`calls` GETs from CONCURRENCY tasks: (seconds, calls answered 200)."""
-    remaining = calls
-    ok = 0
-
-    async def worker() -> None:
-        nonlocal remaining, ok
-        while remaining > 0:
-            remaining -= 1
-            response = await client.get("/ok")
-            ok += response.status_code == 200
-
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(CONCURRENCY):
-            group.create_task(worker())
-    return time.perf_counter() - start, ok
+    """`calls` GETs of /ok from CONCURRENCY tasks: (seconds, calls answered 200)."""
+    return await drive_gets(client, "/ok", calls, CONCURRENCY)
 
 
 def _available() -> tuple[list[str], list[str]]:
